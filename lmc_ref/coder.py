@@ -1,0 +1,341 @@
+# --8<-- [start:invariants]
+"""Integer arithmetic coding (binary output, 32-bit state), as Numba kernels.
+
+This is the coder of Witten, Neal & Cleary (1987), in the form the paper uses:
+base 2, 32 bits of precision, "underflow" (the E3 case, where the interval
+straddles the middle) handled by counting *pending* bits, which also removes
+the need for carry propagation.
+
+Coder invariants (checked by ``tests/test_coder.py`` against the plain-Python
+oracle ``tests/naive.py``)::
+
+    0 <= low <= high < 2**32              the current interval is [low, high]
+    after normalisation:  low < HALF <= high  and  not (QUARTER <= low and high < 3*QUARTER)
+      => range = high - low + 1 > QUARTER = 2**30
+    every symbol interval is non-empty: with total T = 2**CDF_BITS <= 2**24
+      and frequency f >= 1, width >= floor(range*f/T) >= 2**30 / 2**24 = 64
+    range * cdf <= 2**32 * 2**24 < 2**63     (fits an unsigned 64-bit word)
+    pending = number of E3 expansions whose output bit is not known yet; the
+      next known bit b is followed by `pending` copies of (1 - b)
+
+Code length: each symbol costs -log2(width / range) bits, and width differs
+from range*f/T by less than 1, so the loss per symbol is below
+1.44 * alphabet_size / 2**30 bits (about 3e-7 bit for 256 symbols);
+termination adds 2 bits and the byte padding at most 7.
+
+The encoder state is a small ``uint64`` array (see the ``E_*`` indices) and the
+output is written into a caller-supplied ``uint8`` buffer.  That keeps every
+kernel a plain function of arrays, so predictor loops compiled with ``@njit``
+can call ``encode_symbol`` / ``decode_symbol`` / ``encode_bit`` /
+``decode_bit`` directly and run fused with the coder.  The caller must leave
+room in the buffer: counted from ``encoder_init``, a symbol never adds more
+than ``CDF_BITS + 2`` bits to the output (a bit never more than
+``BIT_PROB_BITS + 2``), so ``max_encoded_bytes(n)`` bounds the whole output of
+the first ``n`` symbols, finish included.  Size the buffer by the total count,
+not per block: pending E3 bits of earlier symbols are written out later, all
+at once.
+"""
+# --8<-- [end:invariants]
+
+import numpy as np
+from numba import njit
+
+from .constants import BIT_PROB_BITS, BIT_PROB_ONE, CDF_BITS, CODER_PRECISION
+
+# --8<-- [start:constants]
+FULL = np.uint64((1 << CODER_PRECISION) - 1)  # 0xFFFFFFFF
+HALF = np.uint64(1 << (CODER_PRECISION - 1))
+QUARTER = np.uint64(1 << (CODER_PRECISION - 2))
+THREE_QUARTERS = np.uint64(3 << (CODER_PRECISION - 2))
+# --8<-- [end:constants]
+
+# Encoder state layout: one uint64 array of E_SIZE words.
+E_LOW, E_HIGH, E_PENDING, E_BITBUF, E_NBITS, E_POS = 0, 1, 2, 3, 4, 5
+E_SIZE = 6
+# Decoder state layout: one uint64 array of D_SIZE words.
+D_LOW, D_HIGH, D_VALUE, D_BITPOS = 0, 1, 2, 3
+D_SIZE = 4
+
+
+def max_encoded_bytes(n_symbols, bits_per_symbol=CDF_BITS + 2):
+    """Upper bound on the bytes that ``n_symbols`` coded symbols can add."""
+    return (n_symbols * bits_per_symbol + 7) // 8 + 8
+
+
+# ---------------------------------------------------------------- encoder ----
+
+@njit(cache=True, inline="always")
+def _put_bit(st, out, bit):
+    """Append one bit to the output, most significant bit of each byte first."""
+    st[E_BITBUF] = (st[E_BITBUF] << np.uint64(1)) | np.uint64(bit)
+    st[E_NBITS] += np.uint64(1)
+    if st[E_NBITS] == np.uint64(8):
+        out[st[E_POS]] = np.uint8(st[E_BITBUF])
+        st[E_POS] += np.uint64(1)
+        st[E_BITBUF] = np.uint64(0)
+        st[E_NBITS] = np.uint64(0)
+
+
+# --8<-- [start:pending]
+@njit(cache=True, inline="always")
+def _put_bit_plus_pending(st, out, bit):
+    """Emit a known bit, then the pending opposite bits from E3 expansions."""
+    _put_bit(st, out, bit)
+    while st[E_PENDING] > np.uint64(0):
+        _put_bit(st, out, 1 - bit)
+        st[E_PENDING] -= np.uint64(1)
+# --8<-- [end:pending]
+
+
+@njit(cache=True)
+def encoder_init():
+    """A fresh encoder state: the interval is the whole 32-bit range."""
+    st = np.zeros(E_SIZE, dtype=np.uint64)
+    st[E_HIGH] = FULL
+    return st
+
+
+# --8<-- [start:encode_interval]
+@njit(cache=True)
+def _encode_interval(st, out, c_lo, c_hi, total_bits):
+    """Narrow [low, high] to the sub-interval [c_lo, c_hi) of a total of 2**total_bits."""
+    low = st[E_LOW]
+    high = st[E_HIGH]
+    rng = high - low + np.uint64(1)
+    high = low + ((rng * np.uint64(c_hi)) >> np.uint64(total_bits)) - np.uint64(1)
+    low = low + ((rng * np.uint64(c_lo)) >> np.uint64(total_bits))
+    # Renormalise: shift out every bit on which low and high agree.
+    while True:
+        if high < HALF:  # both in the lower half: the next bit is 0
+            st[E_LOW] = low
+            _put_bit_plus_pending(st, out, 0)
+        elif low >= HALF:  # both in the upper half: the next bit is 1
+            st[E_LOW] = low
+            _put_bit_plus_pending(st, out, 1)
+            low -= HALF
+            high -= HALF
+        elif low >= QUARTER and high < THREE_QUARTERS:
+            # Underflow (E3): the interval straddles the middle and is small.
+            # Expand around the middle; the bit is decided later (pending).
+            st[E_PENDING] += np.uint64(1)
+            low -= QUARTER
+            high -= QUARTER
+        else:
+            break
+        low = low << np.uint64(1)
+        high = (high << np.uint64(1)) | np.uint64(1)
+    st[E_LOW] = low
+    st[E_HIGH] = high
+# --8<-- [end:encode_interval]
+
+
+@njit(cache=True)
+def encode_symbol(st, out, cdf, symbol):
+    """Encode ``symbol`` with the integer CDF ``cdf`` (total ``2**CDF_BITS``)."""
+    _encode_interval(st, out, cdf[symbol], cdf[symbol + 1], CDF_BITS)
+
+
+# --8<-- [start:encode_bit]
+@njit(cache=True)
+def encode_bit(st, out, bit, p1):
+    """Encode one ``bit`` given P(bit = 1) = p1 / 2**BIT_PROB_BITS, 0 < p1 < 2**16.
+
+    The interval is split as a two-symbol CDF: 0 -> [0, 2**16 - p1), 1 -> [2**16 - p1, 2**16).
+    """
+    split = BIT_PROB_ONE - p1
+    if bit:
+        _encode_interval(st, out, split, BIT_PROB_ONE, BIT_PROB_BITS)
+    else:
+        _encode_interval(st, out, 0, split, BIT_PROB_BITS)
+# --8<-- [end:encode_bit]
+
+
+# --8<-- [start:finish]
+@njit(cache=True)
+def encoder_finish(st, out):
+    """Flush: two more bits select a point inside the final interval; pad the byte with zeros.
+
+    Returns the number of bytes written.
+    """
+    st[E_PENDING] += np.uint64(1)
+    if st[E_LOW] < QUARTER:
+        _put_bit_plus_pending(st, out, 0)
+    else:
+        _put_bit_plus_pending(st, out, 1)
+    while st[E_NBITS] != np.uint64(0):
+        _put_bit(st, out, 0)
+    return st[E_POS]
+# --8<-- [end:finish]
+
+
+# ---------------------------------------------------------------- decoder ----
+
+@njit(cache=True, inline="always")
+def _get_bit(st, data):
+    """Next input bit; reading past the end gives zeros (the encoder's padding)."""
+    pos = st[D_BITPOS]
+    st[D_BITPOS] = pos + np.uint64(1)
+    byte_index = pos >> np.uint64(3)
+    if byte_index >= np.uint64(data.shape[0]):
+        return np.uint64(0)
+    return np.uint64((data[byte_index] >> (np.uint64(7) - (pos & np.uint64(7)))) & np.uint8(1))
+
+
+@njit(cache=True)
+def decoder_init(data):
+    """A decoder state positioned at the start of ``data`` (a uint8 array)."""
+    st = np.zeros(D_SIZE, dtype=np.uint64)
+    st[D_HIGH] = FULL
+    value = np.uint64(0)
+    for _ in range(CODER_PRECISION):
+        value = (value << np.uint64(1)) | _get_bit(st, data)
+    st[D_VALUE] = value
+    return st
+
+
+# --8<-- [start:decode_target]
+@njit(cache=True)
+def _decode_target(st, total_bits):
+    """The cumulative count c with cdf[s] <= c < cdf[s+1] for the coded symbol s."""
+    rng = st[D_HIGH] - st[D_LOW] + np.uint64(1)
+    offset = st[D_VALUE] - st[D_LOW]
+    return (((offset + np.uint64(1)) << np.uint64(total_bits)) - np.uint64(1)) // rng
+# --8<-- [end:decode_target]
+
+
+# --8<-- [start:decode_interval]
+@njit(cache=True)
+def _decode_interval(st, data, c_lo, c_hi, total_bits):
+    """Mirror of ``_encode_interval``: same arithmetic, bits read instead of written."""
+    low = st[D_LOW]
+    high = st[D_HIGH]
+    value = st[D_VALUE]
+    rng = high - low + np.uint64(1)
+    high = low + ((rng * np.uint64(c_hi)) >> np.uint64(total_bits)) - np.uint64(1)
+    low = low + ((rng * np.uint64(c_lo)) >> np.uint64(total_bits))
+    while True:
+        if high < HALF:
+            pass
+        elif low >= HALF:
+            low -= HALF
+            high -= HALF
+            value -= HALF
+        elif low >= QUARTER and high < THREE_QUARTERS:
+            low -= QUARTER
+            high -= QUARTER
+            value -= QUARTER
+        else:
+            break
+        low = low << np.uint64(1)
+        high = (high << np.uint64(1)) | np.uint64(1)
+        value = (value << np.uint64(1)) | _get_bit(st, data)
+    st[D_LOW] = low
+    st[D_HIGH] = high
+    st[D_VALUE] = value
+# --8<-- [end:decode_interval]
+
+
+# --8<-- [start:decode_symbol]
+@njit(cache=True)
+def decode_symbol(st, data, cdf):
+    """Decode one symbol coded with the integer CDF ``cdf``.
+
+    Binary search for the symbol whose interval holds the target.  On corrupt
+    input the target still lies in [0, 2**CDF_BITS) (a valid stream keeps
+    low <= value <= high; a corrupt one may not, so the result is clamped).
+    """
+    target = _decode_target(st, CDF_BITS)
+    n = cdf.shape[0] - 1
+    lo = 0
+    hi = n  # invariant: cdf[lo] <= target < cdf[hi]
+    while hi - lo > 1:
+        mid = (lo + hi) >> 1
+        if np.uint64(cdf[mid]) <= target:
+            lo = mid
+        else:
+            hi = mid
+    _decode_interval(st, data, cdf[lo], cdf[lo + 1], CDF_BITS)
+    return lo
+# --8<-- [end:decode_symbol]
+
+
+@njit(cache=True)
+def decode_bit(st, data, p1):
+    """Decode one bit coded by ``encode_bit`` with the same ``p1``."""
+    split = BIT_PROB_ONE - p1
+    target = _decode_target(st, BIT_PROB_BITS)
+    if target >= np.uint64(split):
+        _decode_interval(st, data, split, BIT_PROB_ONE, BIT_PROB_BITS)
+        return 1
+    _decode_interval(st, data, 0, split, BIT_PROB_BITS)
+    return 0
+
+
+@njit(cache=True)
+def decoder_consumed_bytes(st):
+    """Bytes of input the decoder has read so far (including look-ahead)."""
+    return (st[D_BITPOS] + np.uint64(7)) >> np.uint64(3)
+
+
+# --------------------------------------------------------- Python API -------
+
+class ArithmeticEncoder:
+    """Thin Python wrapper over the kernels, for readable (slow) predictor loops.
+
+    Example:
+        >>> enc = ArithmeticEncoder()
+        >>> enc.encode(np.array([0, 1 << 23, 1 << 24]), 1)
+        >>> payload = enc.finish()
+    """
+
+    def __init__(self, capacity=4096):
+        self._st = encoder_init()
+        self._out = np.zeros(capacity, dtype=np.uint8)
+
+    def _reserve(self, nbytes):
+        # Pending E3 bits are written out together with the next known bit, so
+        # they need room too (a long run of them can be arbitrarily long).
+        need = int(self._st[E_POS]) + nbytes + (int(self._st[E_PENDING]) + 7) // 8
+        if need > self._out.shape[0]:
+            grown = np.zeros(max(need, 2 * self._out.shape[0]), dtype=np.uint8)
+            grown[: self._out.shape[0]] = self._out
+            self._out = grown
+
+    def encode(self, cdf, symbol):
+        """Encode ``symbol`` with integer CDF ``cdf`` (from ``quantize``)."""
+        cdf = np.asarray(cdf, dtype=np.int64)
+        if not 0 <= symbol < cdf.shape[0] - 1:
+            raise ValueError(f"symbol {symbol} outside alphabet of {cdf.shape[0] - 1}")
+        self._reserve(max_encoded_bytes(1))
+        encode_symbol(self._st, self._out, cdf, symbol)
+
+    def encode_bit(self, bit, p1):
+        """Encode a bit with P(1) = p1 / 2**16."""
+        if not 0 < p1 < BIT_PROB_ONE:
+            raise ValueError(f"p1={p1} must be in (0, {BIT_PROB_ONE})")
+        self._reserve(max_encoded_bytes(1, BIT_PROB_BITS + 2))
+        encode_bit(self._st, self._out, int(bit), p1)
+
+    def finish(self):
+        """Flush the coder and return the payload bytes."""
+        self._reserve(max_encoded_bytes(0))
+        n = encoder_finish(self._st, self._out)
+        return self._out[:n].tobytes()
+
+
+class ArithmeticDecoder:
+    """Decoder matching ``ArithmeticEncoder``; reads zeros past the end of ``data``."""
+
+    def __init__(self, data):
+        self._data = np.frombuffer(bytes(data), dtype=np.uint8)
+        self._st = decoder_init(self._data)
+
+    def decode(self, cdf):
+        """Decode one symbol with integer CDF ``cdf``."""
+        return int(decode_symbol(self._st, self._data, np.asarray(cdf, dtype=np.int64)))
+
+    def decode_bit(self, p1):
+        """Decode one bit with P(1) = p1 / 2**16."""
+        if not 0 < p1 < BIT_PROB_ONE:
+            raise ValueError(f"p1={p1} must be in (0, {BIT_PROB_ONE})")
+        return int(decode_bit(self._st, self._data, p1))

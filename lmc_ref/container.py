@@ -1,0 +1,152 @@
+"""The ``.lmc`` file format: a self-describing header followed by the coder's payload.
+
+A decoder needs more than the payload: it must rebuild the *same* predictor
+(spec string and, for trained models, the same weights), run it on the same
+numeric backend, know how many symbols to decode, and be able to tell whether
+the result is right.  The header records all of it::
+
+    offset  size  field
+    0       4     magic  b"\\x89LMC"   (the high byte catches 7-bit/text-mode damage, as PNG's does)
+    4       1     format version (1)
+    5       1     flags (reserved, must be 0)
+    6       2     S = length of the predictor spec, 1..1024            (little-endian)
+    8       S     predictor spec, printable ASCII, e.g. "ngram:order=6,mem=20"
+    .       1     H = length of the model hash: 0 (adaptive model) or 32 (SHA-256 of weights)
+    .       H     model hash
+    .       1     B = length of the backend name, 1..32
+    .       B     numeric backend, ASCII identifier, e.g. "cpu"
+    .       8     original length in bytes (<= MAX_ORIGINAL_LENGTH)
+    .       4     CRC-32 of the original data
+    .       8     payload length in bytes (must equal the bytes that follow the header)
+    .       4     CRC-32 of every header byte above (any damage to the header is caught first)
+    .       *     payload
+
+Every field is checked, in order, before anything is allocated from it;
+``unpack`` raises ``ValueError`` naming the first bad field.
+"""
+
+import struct
+import zlib
+from dataclasses import dataclass
+
+MAGIC = b"\x89LMC"
+VERSION = 1
+MAX_SPEC_LENGTH = 1024
+HASH_LENGTHS = (0, 32)
+MAX_BACKEND_LENGTH = 32
+#: Largest original size a header may claim (1 TiB): bounds every allocation.
+MAX_ORIGINAL_LENGTH = 1 << 40
+MAX_PAYLOAD_LENGTH = 1 << 40
+
+
+@dataclass(frozen=True)
+class Header:
+    """Everything a decoder must know besides the payload."""
+
+    spec: str
+    backend: str
+    length: int
+    crc32: int
+    model_hash: bytes = b""
+    version: int = VERSION
+
+    def validate(self):
+        """Raise ``ValueError`` if any field is out of range (used by pack and unpack)."""
+        if self.version != VERSION:
+            raise ValueError(f"unsupported format version {self.version} (this lmc_ref reads {VERSION})")
+        spec = self.spec.encode("ascii", "replace")
+        if not 1 <= len(spec) <= MAX_SPEC_LENGTH or not self.spec.isascii() or not self.spec.isprintable():
+            raise ValueError("predictor spec must be 1..1024 printable ASCII characters")
+        if len(self.model_hash) not in HASH_LENGTHS:
+            raise ValueError(f"model hash must be 0 or 32 bytes, not {len(self.model_hash)}")
+        if not (1 <= len(self.backend) <= MAX_BACKEND_LENGTH and self.backend.isascii()
+                and self.backend.replace("-", "").replace("_", "").isalnum()):
+            raise ValueError(f"backend name {self.backend[:40]!r} is not an ASCII identifier of 1..32 characters")
+        if not 0 <= self.length <= MAX_ORIGINAL_LENGTH:
+            raise ValueError(f"original length {self.length} exceeds the format limit {MAX_ORIGINAL_LENGTH}")
+        if not 0 <= self.crc32 < 1 << 32:
+            raise ValueError("CRC-32 must be a 32-bit unsigned value")
+
+
+def pack(header, payload):
+    """Serialise ``header`` and ``payload`` into the bytes of a ``.lmc`` file."""
+    header.validate()
+    if len(payload) > MAX_PAYLOAD_LENGTH:
+        raise ValueError("payload too large for the format")
+    spec = header.spec.encode("ascii")
+    backend = header.backend.encode("ascii")
+    head = b"".join([
+        MAGIC,
+        struct.pack("<BBH", header.version, 0, len(spec)),
+        spec,
+        struct.pack("<B", len(header.model_hash)),
+        header.model_hash,
+        struct.pack("<B", len(backend)),
+        backend,
+        struct.pack("<QIQ", header.length, header.crc32, len(payload)),
+    ])
+    return head + struct.pack("<I", zlib.crc32(head)) + bytes(payload)
+
+
+class _Reader:
+    """Bounds-checked reads from a buffer; names the field that ran out."""
+
+    def __init__(self, blob):
+        self.blob = blob
+        self.pos = 0
+
+    def take(self, n, field):
+        if n > len(self.blob) - self.pos:
+            raise ValueError(f"truncated .lmc file: ends inside the {field}")
+        chunk = self.blob[self.pos : self.pos + n]
+        self.pos += n
+        return bytes(chunk)
+
+    def unpack(self, fmt, field):
+        return struct.unpack(fmt, self.take(struct.calcsize(fmt), field))
+
+
+def unpack(blob):
+    """Parse and check a ``.lmc`` file; return ``(Header, payload)``.
+
+    Raises:
+        ValueError: naming the first field that is missing, damaged or out of range.
+    """
+    blob = memoryview(blob).cast("B") if not isinstance(blob, bytes) else blob
+    r = _Reader(blob)
+    if r.take(len(MAGIC), "magic number") != MAGIC:
+        raise ValueError("not an .lmc file (bad magic number)")
+    version, flags, spec_len = r.unpack("<BBH", "version field")
+    if version != VERSION:
+        raise ValueError(f"unsupported .lmc format version {version} (this lmc_ref reads {VERSION})")
+    if flags != 0:
+        raise ValueError(f"unknown flags 0x{flags:02x} in header")
+    if not 1 <= spec_len <= MAX_SPEC_LENGTH:
+        raise ValueError(f"predictor spec length {spec_len} outside 1..{MAX_SPEC_LENGTH}")
+    spec_raw = r.take(spec_len, "predictor spec")
+    (hash_len,) = r.unpack("<B", "model hash length")
+    if hash_len not in HASH_LENGTHS:
+        raise ValueError(f"model hash length {hash_len} is neither 0 nor 32")
+    model_hash = r.take(hash_len, "model hash")
+    (backend_len,) = r.unpack("<B", "backend length")
+    if not 1 <= backend_len <= MAX_BACKEND_LENGTH:
+        raise ValueError(f"backend name length {backend_len} outside 1..{MAX_BACKEND_LENGTH}")
+    backend_raw = r.take(backend_len, "backend name")
+    length, crc, payload_len = r.unpack("<QIQ", "length fields")
+    head_end = r.pos
+    (head_crc,) = r.unpack("<I", "header checksum")
+    if zlib.crc32(blob[:head_end]) != head_crc:
+        raise ValueError("corrupt .lmc header (header checksum mismatch)")
+    if payload_len != len(blob) - r.pos:
+        raise ValueError(
+            f"payload length mismatch: header says {payload_len} bytes, file holds {len(blob) - r.pos}"
+            " (truncated or trailing data)"
+        )
+    try:
+        spec = spec_raw.decode("ascii")
+        backend = backend_raw.decode("ascii")
+    except UnicodeDecodeError:
+        raise ValueError("predictor spec or backend name is not ASCII") from None
+    header = Header(spec=spec, backend=backend, length=length, crc32=crc, model_hash=model_hash, version=version)
+    header.validate()
+    return header, bytes(blob[r.pos :])

@@ -1,0 +1,141 @@
+"""The Predictor protocol and the registry of spec strings.
+
+A *predictor* is a sequential probability model over an alphabet of symbols
+(bytes, for every predictor in lmc_ref so far).  It is the only thing a
+compressor needs besides the arithmetic coder:
+
+* ``predict()`` gives the distribution of the next symbol given everything seen;
+* ``update(symbol)`` tells the model which symbol actually came;
+* ``reset()`` forgets everything (adaptive models then start from scratch).
+
+The encoder and the decoder run exactly the same sequence of calls, so they see
+exactly the same distributions; ``lmc_ref.quantize`` turns each one into
+integers the same way on both sides.
+
+Predictors are named by *spec strings* such as ``ngram:order=5,mem=20``: a
+registered name, then ``key=value`` parameters.  A predictor's ``spec``
+property returns its canonical spec with every parameter explicit, which is
+what the container records, so a file decodes with the configuration it was
+made with even if defaults change later.
+"""
+
+from abc import ABC, abstractmethod
+
+import numpy as np
+
+_REGISTRY = {}
+
+MAX_SPEC_LENGTH = 1024
+
+
+# --8<-- [start:protocol]
+class Predictor(ABC):
+    """A sequential model: ``predict`` -> pdf over the next symbol, ``update`` with the truth."""
+
+    #: Number of distinct symbols (256 for byte models).
+    alphabet_size = 256
+    #: Hash of trained weights; empty for purely adaptive models.
+    model_hash = b""
+    #: Numeric backend whose outputs this model's files depend on.
+    backend = "cpu"
+
+    @property
+    @abstractmethod
+    def spec(self) -> str:
+        """Canonical spec string, every parameter explicit."""
+
+    @abstractmethod
+    def reset(self) -> None:
+        """Forget all context and adaptive statistics."""
+
+    @abstractmethod
+    def predict(self) -> np.ndarray:
+        """Distribution of the next symbol: float64 array of ``alphabet_size`` entries."""
+
+    @abstractmethod
+    def update(self, symbol: int) -> None:
+        """Condition the model on the symbol that actually occurred."""
+# --8<-- [end:protocol]
+
+    # Optional fast paths.  A predictor that implements them must produce the
+    # same payload bytes as the readable predict/quantize/encode loop.
+    def fused_encode(self, data, progress=None):
+        """Encode ``data`` (uint8 array) in one compiled loop; return payload bytes or None."""
+        return None
+
+    def fused_decode(self, payload, length, progress=None):
+        """Decode ``length`` symbols in one compiled loop; return a uint8 array or None."""
+        return None
+
+
+def register(name):
+    """Class decorator: make a predictor constructible from spec strings ``name:...``."""
+
+    def wrap(cls):
+        if name in _REGISTRY:
+            raise ValueError(f"predictor {name!r} registered twice")
+        _REGISTRY[name] = cls
+        cls.registry_name = name
+        return cls
+
+    return wrap
+
+
+def available():
+    """Names of all registered predictors."""
+    return sorted(_REGISTRY)
+
+
+def parse_spec(spec):
+    """Split ``"name:k1=v1,k2=v2"`` into ``("name", {"k1": "v1", "k2": "v2"})``.
+
+    Raises:
+        ValueError: for an empty, over-long, non-ASCII or malformed spec.
+    """
+    if not isinstance(spec, str) or not spec:
+        raise ValueError("empty predictor spec")
+    if len(spec) > MAX_SPEC_LENGTH or not spec.isascii() or not spec.isprintable():
+        raise ValueError(f"malformed predictor spec {spec[:40]!r}")
+    name, _, rest = spec.partition(":")
+    params = {}
+    if rest:
+        for item in rest.split(","):
+            key, eq, value = item.partition("=")
+            if not eq or not key or not value:
+                raise ValueError(f"malformed parameter {item!r} in spec {spec!r} (expected key=value)")
+            if key in params:
+                raise ValueError(f"parameter {key!r} given twice in spec {spec!r}")
+            params[key] = value
+    return name, params
+
+
+def make_predictor(spec):
+    """Build a predictor from its spec string, e.g. ``make_predictor("ngram:order=4")``.
+
+    Raises:
+        ValueError: unknown predictor name or invalid parameters.
+    """
+    name, params = parse_spec(spec)
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown predictor {name!r}; available: {', '.join(available())}")
+    return _REGISTRY[name].from_params(**params)
+
+
+def int_param(params, key, default, lo, hi):
+    """Pop an integer parameter from ``params`` and check it lies in [lo, hi]."""
+    raw = params.pop(key, None)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except (TypeError, ValueError):
+        raise ValueError(f"parameter {key}={raw!r} is not an integer") from None
+    if not lo <= value <= hi:
+        raise ValueError(f"parameter {key}={value} outside [{lo}, {hi}]")
+    return value
+
+
+def reject_unknown(name, params):
+    """Raise if any parameters are left over after a predictor took its own."""
+    if params:
+        raise ValueError(f"unknown parameter(s) for {name}: {', '.join(sorted(params))}")

@@ -1,0 +1,451 @@
+"""Adaptive order-k n-gram predictor: PPM-style blending with absolute discounting.
+
+The model learns while it codes: no training data, nothing stored in the file
+but the spec string.  For every order k = 0..K it keeps, for each context (the
+k bytes before the current position), how often each byte followed it.  The
+next-byte distribution blends all orders, highest first, the way PPM and
+Kneser–Ney smoothing do::
+
+    p(s) = sum_k  w_k * (c_k(s) - d_k(c_k(s)))  +  lam_final / 256
+
+Each order keeps the probability mass it *discounts* from its counts (d per
+count: one value for counts of 1, one for 2, one for 3+), plus a constant B_k,
+and passes it down as the weight of the lower orders (the "escape"):
+
+    w_k   = lam_k / (n_k + B_k)
+    lam_{k-1} = lam_k * (D1*n1 + D2*n2 + D3*n3plus + B_k) / (n_k + B_k)
+
+where n_k is the context's total count and n1, n2, n3plus how many distinct
+bytes it saw once, twice, three or more times.  Orders whose context was never
+seen are skipped; the last escape mass is spread uniformly, so every byte keeps
+a non-zero probability.
+
+Updates use PPM's *update exclusion*: counts are incremented from the highest
+order down to the first order that had already seen the byte.  Lower orders
+then count how many *different* contexts a byte followed, which is what makes
+Kneser–Ney's lower-order distributions good; on enwik8 text this is worth
+several percent of compressed size.
+
+Memory is bounded: each order is a table of context slots (orders 1 and 2
+directly indexed, orders >= 3 hashed into ``2**mem`` slots with a 32-bit check
+value), each slot holding at most a fixed number of (byte, count) entries; a
+new byte in a full slot replaces the least frequent one, and counts are halved
+when a context's total passes a limit (so the model keeps adapting).
+
+Two implementations produce identical bytes (tested):
+
+* ``NGramPredictor.predict`` / ``update``: readable Python, used by the generic
+  coding loop in ``lmc_ref.compressors``;
+* ``_code_block``: the same arithmetic in one ``@njit`` loop fused with the
+  arithmetic coder, used by ``fused_encode`` / ``fused_decode``.
+"""
+
+import numpy as np
+from numba import njit
+
+from ..coder import (
+    decode_symbol,
+    decoder_init,
+    encode_symbol,
+    encoder_finish,
+    encoder_init,
+    max_encoded_bytes,
+)
+from ..quantize import quantize_into
+from .base import Predictor, int_param, register, reject_unknown
+
+MAX_ORDER = 8
+DEFAULT_ORDER = 6
+MIN_MEM, MAX_MEM, DEFAULT_MEM = 10, 24, 20
+
+# Tuned on the first 300 KB of enwik8 (see the note of the core issue);
+# part of the format: changing them changes every n-gram file.
+# Discounts for counts of 1, 2 and >= 3, per order (absolute discounting).
+DISCOUNTS = (0.7, 1.0, 1.3)
+ESCAPE_BONUS = 0.3        # B_k: extra escape mass, lets sparse contexts defer to lower orders
+COUNT_LIMIT = 60000       # halve a context's counts when its total exceeds this
+
+HEADER = 4                # slot words: check, total n, distinct u, n1 | n2 << 16
+HASH_MUL = 0x9E3779B97F4A7C15
+MIX_MUL = 0xBF58476D1CE4E5B9
+MASK64 = (1 << 64) - 1
+BLOCK = 1 << 16           # fused path: symbols per compiled call (progress + buffer growth)
+
+
+def _entries_per_slot(k):
+    """Distinct next bytes a context of order k may hold (low orders see many)."""
+    return (256, 256, 124, 28)[k] if k < 4 else 28 if k == 4 else 12
+
+
+def table_layout(order, mem):
+    """Offsets, widths and slot counts (log2) of every order's table in one flat pool."""
+    offsets, widths, slot_bits = [], [], []
+    pos = 0
+    for k in range(order + 1):
+        bits = (0, 8, 16)[k] if k < 3 else mem
+        width = HEADER + _entries_per_slot(k)
+        offsets.append(pos)
+        widths.append(width)
+        slot_bits.append(bits)
+        pos += width << bits
+    return (np.array(offsets, np.int64), np.array(widths, np.int64), np.array(slot_bits, np.int64), pos)
+
+
+def memory_bytes(order, mem):
+    """Bytes of table memory the model with these parameters allocates."""
+    return 4 * table_layout(order, mem)[3]
+
+
+# ------------------------------------------------------ compiled kernels ----
+
+@njit(cache=True)
+def _locate(hist, i, order, mem, offsets, widths, slot_pos, checks):
+    """Slot position and check value of every order's context at position ``i``.
+
+    Returns the highest usable order (limited by how many bytes precede ``i``).
+    """
+    kmax = min(order, i)
+    h = np.uint64(0)
+    slot_pos[0] = offsets[0]
+    checks[0] = 1
+    for k in range(1, kmax + 1):
+        b = np.uint64(hist[i - k])
+        h = (h ^ (b + np.uint64(1))) * np.uint64(HASH_MUL)
+        if k == 1:
+            slot = np.int64(b)
+            checks[k] = 1
+        elif k == 2:
+            slot = np.int64(hist[i - 2]) * 256 + np.int64(hist[i - 1])
+            checks[k] = 1
+        else:
+            f = (h ^ (h >> np.uint64(31))) * np.uint64(MIX_MUL)
+            slot = np.int64(f >> np.uint64(64 - mem))
+            checks[k] = np.uint32((f >> np.uint64(8)) & np.uint64(0xFFFFFFFF)) | np.uint32(1)
+        slot_pos[k] = offsets[k] + slot * widths[k]
+    return kmax
+
+
+@njit(cache=True)
+def _predict(pool, base, kmax, slot_pos, checks, disc, bonus, weights, pdf):
+    """Write the blended next-byte distribution into ``pdf`` (see module docstring).
+
+    ``base`` holds order 0's discounted counts as floats (kept up to date by
+    ``_refresh_base``), so the uniform floor and order 0 -- the two terms that
+    touch all 256 bytes -- take one vectorisable pass.
+    """
+    lam = 1.0
+    for k in range(kmax, -1, -1):  # weights, highest order first
+        weights[k] = 0.0
+        p = slot_pos[k]
+        n = np.int64(pool[p + 1])
+        if pool[p] != checks[k] or n == 0:
+            continue
+        u = np.int64(pool[p + 2])
+        n1 = np.int64(pool[p + 3]) & 0xFFFF
+        n2 = np.int64(pool[p + 3]) >> 16
+        den = n + bonus
+        weights[k] = lam / den
+        esc = disc[0] * n1 + disc[1] * n2 + disc[2] * (u - n1 - n2) + bonus
+        lam = lam * esc / den
+    floor = lam / 256.0
+    w0 = weights[0]
+    for j in range(256):
+        pdf[j] = floor + w0 * base[j]
+    for k in range(kmax, 0, -1):  # orders >= 1: only the bytes each context has seen
+        w = weights[k]
+        if w == 0.0:
+            continue
+        p = slot_pos[k]
+        for e in range(np.int64(pool[p + 2])):
+            v = np.int64(pool[p + HEADER + e])
+            c = v >> 8
+            pdf[v & 255] += w * (c - disc[min(c, 3) - 1])
+
+
+@njit(cache=True)
+def _refresh_base(pool, base, disc):
+    """Recompute order 0's discounted counts ``c - d(c)`` (order 0's slot is at 0)."""
+    for j in range(256):
+        base[j] = 0.0
+    for e in range(np.int64(pool[2])):
+        v = np.int64(pool[HEADER + e])
+        c = v >> 8
+        base[v & 255] = c - disc[min(c, 3) - 1]
+
+
+@njit(cache=True)
+def _count(pool, p, width, s, limit):
+    """Add one occurrence of byte ``s`` to the slot at ``p``; return True if it was already there."""
+    u = np.int64(pool[p + 2])
+    n1 = np.int64(pool[p + 3]) & 0xFFFF
+    n2 = np.int64(pool[p + 3]) >> 16
+    seen = False
+    for e in range(u):
+        v = np.int64(pool[p + HEADER + e])
+        if (v & 255) == s:
+            c = v >> 8
+            pool[p + HEADER + e] = v + 256
+            if c == 1:
+                n1 -= 1
+                n2 += 1
+            elif c == 2:
+                n2 -= 1
+            seen = True
+            break
+    if not seen:
+        if HEADER + u < width:  # room for a new byte
+            pool[p + HEADER + u] = 256 | s
+            pool[p + 2] = u + 1
+        else:  # full: the least frequent byte (first on ties) makes room
+            emin = 0
+            for e in range(1, u):
+                if (pool[p + HEADER + e] >> 8) < (pool[p + HEADER + emin] >> 8):
+                    emin = e
+            c = np.int64(pool[p + HEADER + emin]) >> 8
+            pool[p + 1] -= c
+            if c == 1:
+                n1 -= 1
+            elif c == 2:
+                n2 -= 1
+            pool[p + HEADER + emin] = 256 | s
+        n1 += 1
+    pool[p + 1] += 1
+    if pool[p + 1] > limit:  # halve all counts, dropping bytes whose count reaches 0
+        total = 0
+        kept = 0
+        n1 = 0
+        n2 = 0
+        for e in range(np.int64(pool[p + 2])):
+            v = np.int64(pool[p + HEADER + e])
+            c = (v >> 8) >> 1
+            if c > 0:
+                pool[p + HEADER + kept] = (c << 8) | (v & 255)
+                kept += 1
+                total += c
+                if c == 1:
+                    n1 += 1
+                elif c == 2:
+                    n2 += 1
+        pool[p + 1] = total
+        pool[p + 2] = kept
+    pool[p + 3] = n1 | (n2 << 16)
+    return seen
+
+
+@njit(cache=True)
+def _update(pool, base, kmax, slot_pos, checks, widths, disc, s, limit):
+    """Count byte ``s`` from the highest order down to the first that already knew it."""
+    for k in range(kmax, -1, -1):
+        p = slot_pos[k]
+        if pool[p] != checks[k]:  # a new context (or a hash collision): start the slot afresh
+            pool[p] = checks[k]
+            pool[p + 1] = 0
+            pool[p + 2] = 0
+            pool[p + 3] = 0
+        seen = _count(pool, p, widths[k], s, limit)
+        if k == 0:
+            _refresh_base(pool, base, disc)
+        if seen:
+            break
+
+
+@njit(cache=True)
+def _code_block(hist, start, end, decode, order, mem, pool, base, offsets, widths, disc, bonus, limit,
+                st, buf, payload):
+    """Predict + quantize + (en|de)code + update for positions [start, end).
+
+    ``decode`` selects the direction; the model arithmetic is literally the
+    same code either way, which is what keeps encoder and decoder in step.
+    """
+    pdf = np.empty(256)
+    cdf = np.empty(257, np.int64)
+    slot_pos = np.zeros(order + 1, np.int64)
+    checks = np.zeros(order + 1, np.uint32)
+    weights = np.zeros(order + 1)
+    for i in range(start, end):
+        kmax = _locate(hist, i, order, mem, offsets, widths, slot_pos, checks)
+        _predict(pool, base, kmax, slot_pos, checks, disc, bonus, weights, pdf)
+        quantize_into(pdf, cdf)
+        if decode:
+            s = decode_symbol(st, payload, cdf)
+            hist[i] = s
+        else:
+            s = hist[i]
+            encode_symbol(st, buf, cdf, s)
+        _update(pool, base, kmax, slot_pos, checks, widths, disc, s, limit)
+
+
+# ------------------------------------------------------------ predictor ----
+
+@register("ngram")
+class NGramPredictor(Predictor):
+    """Adaptive order-k byte model (``ngram:order=6,mem=20``)."""
+
+    def __init__(self, order=DEFAULT_ORDER, mem=DEFAULT_MEM):
+        if not 0 <= order <= MAX_ORDER:
+            raise ValueError(f"ngram order must be in 0..{MAX_ORDER}, got {order}")
+        if not MIN_MEM <= mem <= MAX_MEM:
+            raise ValueError(f"ngram mem must be in {MIN_MEM}..{MAX_MEM}, got {mem}")
+        self.order = order
+        self.mem = mem
+        self._offsets, self._widths, self._slot_bits, self._pool_size = table_layout(order, mem)
+        self._disc = np.array(DISCOUNTS, np.float64)
+        self.reset()
+
+    @classmethod
+    def from_params(cls, **params):
+        order = int_param(params, "order", DEFAULT_ORDER, 0, MAX_ORDER)
+        mem = int_param(params, "mem", DEFAULT_MEM, MIN_MEM, MAX_MEM)
+        reject_unknown("ngram", params)
+        return cls(order=order, mem=mem)
+
+    @classmethod
+    def help_text(cls):
+        return (
+            f"ngram:order=K,mem=M  adaptive order-K byte contexts (K 0..{MAX_ORDER}, default {DEFAULT_ORDER}), "
+            f"2**M slots per hashed order (M {MIN_MEM}..{MAX_MEM}, default {DEFAULT_MEM}: "
+            f"{memory_bytes(DEFAULT_ORDER, DEFAULT_MEM) / 2**20:.0f} MiB of tables, "
+            "allocated lazily as contexts are touched)"
+        )
+
+    @property
+    def spec(self):
+        return f"ngram:order={self.order},mem={self.mem}"
+
+    def reset(self):
+        # np.zeros maps fresh pages lazily: only touched slots cost memory.
+        self._pool = np.zeros(self._pool_size, dtype=np.uint32)
+        self._base = np.zeros(256)  # fused path's cache of order 0's discounted counts
+        self._history = bytearray()
+
+    # --- readable path -------------------------------------------------------
+
+    def _slots(self):
+        """(position, check) of each usable order's slot, in plain Python."""
+        hist, i = self._history, len(self._history)
+        kmax = min(self.order, i)
+        slots = [(int(self._offsets[0]), 1)]
+        h = 0
+        for k in range(1, kmax + 1):
+            h = ((h ^ (hist[i - k] + 1)) * HASH_MUL) & MASK64
+            if k == 1:
+                slot, check = hist[i - 1], 1
+            elif k == 2:
+                slot, check = hist[i - 2] * 256 + hist[i - 1], 1
+            else:
+                f = ((h ^ (h >> 31)) * MIX_MUL) & MASK64
+                slot, check = f >> (64 - self.mem), ((f >> 8) & 0xFFFFFFFF) | 1
+            slots.append((int(self._offsets[k]) + slot * int(self._widths[k]), check))
+        return slots
+
+    def predict(self):
+        pool = self._pool
+        d1, d2, d3 = DISCOUNTS
+        slots = self._slots()
+        # Weights, highest order first: each order passes its escape mass down.
+        lam, weights = 1.0, {}
+        for k in range(len(slots) - 1, -1, -1):
+            p, check = slots[k]
+            n = int(pool[p + 1])
+            if int(pool[p]) != check or n == 0:
+                continue
+            u, n1, n2 = int(pool[p + 2]), int(pool[p + 3]) & 0xFFFF, int(pool[p + 3]) >> 16
+            den = n + ESCAPE_BONUS
+            weights[k] = lam / den
+            esc = d1 * n1 + d2 * n2 + d3 * (u - n1 - n2) + ESCAPE_BONUS
+            lam = lam * esc / den
+        # Order 0 and the uniform floor touch every byte: floor + w0 * (c0 - d).
+        discounted = self._discounted_counts(slots[0][0])
+        w0 = weights.get(0, 0.0)
+        pdf = [lam / 256.0 + w0 * discounted.get(j, 0.0) for j in range(256)]
+        # Orders >= 1, highest first: only the bytes each context has seen.
+        for k in range(len(slots) - 1, 0, -1):
+            if k in weights:
+                for byte, value in self._discounted_counts(slots[k][0]).items():
+                    pdf[byte] += weights[k] * value
+        return np.array(pdf)
+
+    def _discounted_counts(self, p):
+        """{byte: c - d(c)} for the entries of the slot at ``p``, in stored order."""
+        out = {}
+        for v in self._pool[p + HEADER : p + HEADER + int(self._pool[p + 2])]:
+            c = int(v) >> 8
+            out[int(v) & 255] = c - DISCOUNTS[min(c, 3) - 1]
+        return out
+
+    def update(self, symbol):
+        pool = self._pool
+        slots = self._slots()
+        for k in range(len(slots) - 1, -1, -1):
+            p, check = slots[k]
+            if int(pool[p]) != check:
+                pool[p : p + HEADER] = (check, 0, 0, 0)
+            if self._count(p, int(self._widths[k]), symbol):
+                break  # update exclusion
+        self._history.append(symbol)
+
+    def _count(self, p, width, s):
+        """Python twin of the compiled ``_count``: one more occurrence of ``s`` in slot ``p``."""
+        pool = self._pool
+        u = int(pool[p + 2])
+        n1, n2 = int(pool[p + 3]) & 0xFFFF, int(pool[p + 3]) >> 16
+        entries = [int(v) for v in pool[p + HEADER : p + HEADER + u]]
+        found = next((e for e in range(u) if entries[e] & 255 == s), None)
+        if found is not None:
+            c = entries[found] >> 8
+            entries[found] += 256
+            n1, n2 = (n1 - 1, n2 + 1) if c == 1 else (n1, n2 - 1) if c == 2 else (n1, n2)
+        else:
+            if HEADER + u < width:
+                entries.append(256 | s)
+            else:
+                emin = min(range(u), key=lambda e: (entries[e] >> 8, e))
+                c = entries[emin] >> 8
+                pool[p + 1] -= c
+                n1, n2 = (n1 - 1, n2) if c == 1 else (n1, n2 - 1) if c == 2 else (n1, n2)
+                entries[emin] = 256 | s
+            n1 += 1
+        pool[p + 1] += 1
+        if pool[p + 1] > COUNT_LIMIT:
+            entries = [((v >> 8) >> 1) << 8 | (v & 255) for v in entries if (v >> 8) >> 1 > 0]
+            pool[p + 1] = sum(v >> 8 for v in entries)
+            n1 = sum(1 for v in entries if v >> 8 == 1)
+            n2 = sum(1 for v in entries if v >> 8 == 2)
+        pool[p + 2] = len(entries)
+        pool[p + HEADER : p + HEADER + len(entries)] = entries
+        pool[p + 3] = n1 | (n2 << 16)
+        return found is not None
+
+    # --- fused path ----------------------------------------------------------
+
+    def _run(self, hist, decode, st, buf, payload, progress):
+        self.reset()
+        n = hist.shape[0]
+        for start in range(0, n, BLOCK):
+            end = min(n, start + BLOCK)
+            if not decode and buf.shape[0] - int(st[5]) < max_encoded_bytes(end - start):
+                grown = np.zeros(2 * buf.shape[0] + max_encoded_bytes(end - start), np.uint8)
+                grown[: buf.shape[0]] = buf
+                buf = grown
+            _code_block(hist, start, end, decode, self.order, self.mem, self._pool, self._base, self._offsets,
+                        self._widths, self._disc, ESCAPE_BONUS, COUNT_LIMIT, st, buf, payload)
+            if progress is not None:
+                progress(end - start)
+        return buf
+
+    def fused_encode(self, data, progress=None):
+        st = encoder_init()
+        no_payload = np.frombuffer(b"", np.uint8)  # read-only, like the decoder's payload
+        buf = np.zeros(max_encoded_bytes(min(data.shape[0], BLOCK)), np.uint8)
+        hist = np.array(data, dtype=np.uint8)  # a writable copy: one compiled kernel serves both directions
+        buf = self._run(hist, False, st, buf, no_payload, progress)
+        if buf.shape[0] - int(st[5]) < max_encoded_bytes(0):
+            buf = np.concatenate([buf, np.zeros(max_encoded_bytes(0), np.uint8)])
+        return buf[: encoder_finish(st, buf)].tobytes()
+
+    def fused_decode(self, payload, length, progress=None):
+        data = np.frombuffer(bytes(payload), np.uint8)
+        st = decoder_init(data)
+        out = np.zeros(length, np.uint8)
+        self._run(out, True, st, np.zeros(0, np.uint8), data, progress)
+        return out
