@@ -65,25 +65,29 @@ def max_encoded_bytes(n_symbols, bits_per_symbol=CDF_BITS + 2):
 # ---------------------------------------------------------------- encoder ----
 
 @njit(cache=True, inline="always")
-def _put_bit(st, out, bit):
-    """Append one bit to the output, most significant bit of each byte first."""
-    st[E_BITBUF] = (st[E_BITBUF] << np.uint64(1)) | np.uint64(bit)
-    st[E_NBITS] += np.uint64(1)
-    if st[E_NBITS] == np.uint64(8):
-        out[st[E_POS]] = np.uint8(st[E_BITBUF])
-        st[E_POS] += np.uint64(1)
-        st[E_BITBUF] = np.uint64(0)
-        st[E_NBITS] = np.uint64(0)
+def _put_bits(out, pos, buf, nbits, bit, count):
+    """Append ``count`` copies of ``bit`` to the output, most significant bit of each byte first.
+
+    The partial byte (``buf``, holding ``nbits`` bits) and the write position
+    ``pos`` travel as local variables, so the hot loop keeps them in registers.
+    """
+    for _ in range(count):
+        buf = (buf << 1) | bit
+        nbits += 1
+        if nbits == 8:
+            out[pos] = buf
+            pos += 1
+            buf = 0
+            nbits = 0
+    return pos, buf, nbits
 
 
 # --8<-- [start:pending]
 @njit(cache=True, inline="always")
-def _put_bit_plus_pending(st, out, bit):
-    """Emit a known bit, then the pending opposite bits from E3 expansions."""
-    _put_bit(st, out, bit)
-    while st[E_PENDING] > np.uint64(0):
-        _put_bit(st, out, 1 - bit)
-        st[E_PENDING] -= np.uint64(1)
+def _put_bit_plus_pending(out, pos, buf, nbits, pending, bit):
+    """Emit a known bit, then the ``pending`` opposite bits owed by E3 expansions."""
+    pos, buf, nbits = _put_bits(out, pos, buf, nbits, bit, 1)
+    return _put_bits(out, pos, buf, nbits, 1 - bit, pending)
 # --8<-- [end:pending]
 
 
@@ -104,20 +108,27 @@ def _encode_interval(st, out, c_lo, c_hi, total_bits):
     rng = high - low + np.uint64(1)
     high = low + ((rng * np.uint64(c_hi)) >> np.uint64(total_bits)) - np.uint64(1)
     low = low + ((rng * np.uint64(c_lo)) >> np.uint64(total_bits))
+    if low < HALF <= high and not (low >= QUARTER and high < THREE_QUARTERS):
+        # Common case: the interval is still wide (> QUARTER), nothing to shift out.
+        st[E_LOW] = low
+        st[E_HIGH] = high
+        return
+    pending = np.int64(st[E_PENDING])
+    pos, buf, nbits = np.int64(st[E_POS]), np.int64(st[E_BITBUF]), np.int64(st[E_NBITS])
     # Renormalise: shift out every bit on which low and high agree.
     while True:
         if high < HALF:  # both in the lower half: the next bit is 0
-            st[E_LOW] = low
-            _put_bit_plus_pending(st, out, 0)
+            pos, buf, nbits = _put_bit_plus_pending(out, pos, buf, nbits, pending, 0)
+            pending = 0
         elif low >= HALF:  # both in the upper half: the next bit is 1
-            st[E_LOW] = low
-            _put_bit_plus_pending(st, out, 1)
+            pos, buf, nbits = _put_bit_plus_pending(out, pos, buf, nbits, pending, 1)
+            pending = 0
             low -= HALF
             high -= HALF
         elif low >= QUARTER and high < THREE_QUARTERS:
             # Underflow (E3): the interval straddles the middle and is small.
             # Expand around the middle; the bit is decided later (pending).
-            st[E_PENDING] += np.uint64(1)
+            pending += 1
             low -= QUARTER
             high -= QUARTER
         else:
@@ -126,6 +137,10 @@ def _encode_interval(st, out, c_lo, c_hi, total_bits):
         high = (high << np.uint64(1)) | np.uint64(1)
     st[E_LOW] = low
     st[E_HIGH] = high
+    st[E_PENDING] = pending
+    st[E_POS] = pos
+    st[E_BITBUF] = buf
+    st[E_NBITS] = nbits
 # --8<-- [end:encode_interval]
 
 
@@ -157,28 +172,28 @@ def encoder_finish(st, out):
 
     Returns the number of bytes written.
     """
-    st[E_PENDING] += np.uint64(1)
-    if st[E_LOW] < QUARTER:
-        _put_bit_plus_pending(st, out, 0)
-    else:
-        _put_bit_plus_pending(st, out, 1)
-    while st[E_NBITS] != np.uint64(0):
-        _put_bit(st, out, 0)
-    return st[E_POS]
+    pending = np.int64(st[E_PENDING]) + 1
+    pos, buf, nbits = np.int64(st[E_POS]), np.int64(st[E_BITBUF]), np.int64(st[E_NBITS])
+    bit = 0 if st[E_LOW] < QUARTER else 1
+    pos, buf, nbits = _put_bit_plus_pending(out, pos, buf, nbits, pending, bit)
+    pos, buf, nbits = _put_bits(out, pos, buf, nbits, 0, (8 - nbits) % 8)
+    st[E_PENDING] = 0
+    st[E_POS] = pos
+    st[E_BITBUF] = buf
+    st[E_NBITS] = nbits
+    return pos
 # --8<-- [end:finish]
 
 
 # ---------------------------------------------------------------- decoder ----
 
 @njit(cache=True, inline="always")
-def _get_bit(st, data):
-    """Next input bit; reading past the end gives zeros (the encoder's padding)."""
-    pos = st[D_BITPOS]
-    st[D_BITPOS] = pos + np.uint64(1)
-    byte_index = pos >> np.uint64(3)
-    if byte_index >= np.uint64(data.shape[0]):
+def _get_bit(data, pos):
+    """Input bit number ``pos``; reading past the end gives zeros (the encoder's padding)."""
+    byte_index = pos >> 3
+    if byte_index >= data.shape[0]:
         return np.uint64(0)
-    return np.uint64((data[byte_index] >> (np.uint64(7) - (pos & np.uint64(7)))) & np.uint8(1))
+    return np.uint64((data[byte_index] >> (7 - (pos & 7))) & 1)
 
 
 @njit(cache=True)
@@ -187,9 +202,10 @@ def decoder_init(data):
     st = np.zeros(D_SIZE, dtype=np.uint64)
     st[D_HIGH] = FULL
     value = np.uint64(0)
-    for _ in range(CODER_PRECISION):
-        value = (value << np.uint64(1)) | _get_bit(st, data)
+    for pos in range(CODER_PRECISION):
+        value = (value << np.uint64(1)) | _get_bit(data, pos)
     st[D_VALUE] = value
+    st[D_BITPOS] = CODER_PRECISION
     return st
 
 
@@ -210,6 +226,7 @@ def _decode_interval(st, data, c_lo, c_hi, total_bits):
     low = st[D_LOW]
     high = st[D_HIGH]
     value = st[D_VALUE]
+    pos = np.int64(st[D_BITPOS])
     rng = high - low + np.uint64(1)
     high = low + ((rng * np.uint64(c_hi)) >> np.uint64(total_bits)) - np.uint64(1)
     low = low + ((rng * np.uint64(c_lo)) >> np.uint64(total_bits))
@@ -228,10 +245,12 @@ def _decode_interval(st, data, c_lo, c_hi, total_bits):
             break
         low = low << np.uint64(1)
         high = (high << np.uint64(1)) | np.uint64(1)
-        value = (value << np.uint64(1)) | _get_bit(st, data)
+        value = (value << np.uint64(1)) | _get_bit(data, pos)
+        pos += 1
     st[D_LOW] = low
     st[D_HIGH] = high
     st[D_VALUE] = value
+    st[D_BITPOS] = pos
 # --8<-- [end:decode_interval]
 
 
@@ -240,9 +259,10 @@ def _decode_interval(st, data, c_lo, c_hi, total_bits):
 def decode_symbol(st, data, cdf):
     """Decode one symbol coded with the integer CDF ``cdf``.
 
-    Binary search for the symbol whose interval holds the target.  On corrupt
-    input the target still lies in [0, 2**CDF_BITS) (a valid stream keeps
-    low <= value <= high; a corrupt one may not, so the result is clamped).
+    Binary search for the symbol whose interval holds the target.  Whatever the
+    input bytes, ``low <= value <= high`` holds (value is shifted exactly like
+    the interval), so the target lies in [0, 2**CDF_BITS): corrupt input decodes
+    to wrong symbols, never to an out-of-range index or an endless loop.
     """
     target = _decode_target(st, CDF_BITS)
     n = cdf.shape[0] - 1

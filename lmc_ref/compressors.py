@@ -13,7 +13,7 @@ import numpy as np
 
 from . import container
 from .coder import ArithmeticDecoder, ArithmeticEncoder
-from .constants import CDF_TOTAL
+from .constants import CDF_TOTAL, CODER_PRECISION
 from .predictors import make_predictor
 from .quantize import quantize
 
@@ -64,8 +64,11 @@ def _tick(bar):
 
 def min_bits_per_symbol(alphabet_size):
     """Fewest bits any symbol can cost after quantization: the most probable symbol
-    has at most ``2**CDF_BITS - (alphabet_size - 1)`` of ``2**CDF_BITS`` units."""
-    return -np.log2(1.0 - (alphabet_size - 1) / CDF_TOTAL)
+    has at most ``2**CDF_BITS - (alphabet_size - 1)`` of ``2**CDF_BITS`` units, and
+    the coder's integer rounding can make its interval wider than that share of
+    the range R by less than one unit, with R > 2**(CODER_PRECISION - 2)."""
+    share = 1.0 - (alphabet_size - 1) / CDF_TOTAL + 2.0 ** -(CODER_PRECISION - 2)
+    return -np.log2(share)
 
 
 def max_decodable_length(payload_len, alphabet_size):

@@ -17,18 +17,26 @@ Rules (tested in ``tests/test_quantize.py``):
 """
 
 import numpy as np
-from numba import njit
+from numba import njit, types
+from numba.extending import overload
 
 from .constants import CDF_BITS, CDF_TOTAL
 
 
 @njit(cache=True, inline="always")
-def _sum4(x):
+def _usable(p):
+    """Entries that are negative, NaN or infinite count as probability 0."""
+    return p if (p > 0.0 and p < np.inf) else 0.0
+
+
+@njit(cache=True, inline="always")
+def _sum4(x, clean):
     """Float sum in a fixed order: four interleaved running sums, combined pairwise.
 
     The order of float additions is part of the quantization rule (it decides
     the last bits of the total), so it is spelled out rather than left to a
-    library: four independent chains also run about four times faster than one.
+    library; four independent chains also run about four times faster than one.
+    With ``clean`` false, unusable entries are replaced by 0 first.
     """
     a0 = 0.0
     a1 = 0.0
@@ -36,23 +44,39 @@ def _sum4(x):
     a3 = 0.0
     m = x.shape[0] - (x.shape[0] & 3)
     for i in range(0, m, 4):
-        a0 += x[i]
-        a1 += x[i + 1]
-        a2 += x[i + 2]
-        a3 += x[i + 3]
+        if clean:
+            a0 += x[i]
+            a1 += x[i + 1]
+            a2 += x[i + 2]
+            a3 += x[i + 3]
+        else:
+            a0 += _usable(x[i])
+            a1 += _usable(x[i + 1])
+            a2 += _usable(x[i + 2])
+            a3 += _usable(x[i + 3])
     for i in range(m, x.shape[0]):
-        a0 += x[i]
+        a0 += x[i] if clean else _usable(x[i])
     return (a0 + a1) + (a2 + a3)
 
 
-@njit(cache=True, inline="always")
-def _min4(x):
-    """Smallest entry, or NaN-free 0.0 lower bound: min(0, x...) (NaN entries are ignored here)."""
-    low = 0.0
-    for i in range(x.shape[0]):
-        if x[i] < low:
-            low = x[i]
-    return low
+def _any_sign_bit(x):
+    """True if any entry of the float array ``x`` has its sign bit set (negative, -0.0, -inf)."""
+    return bool(np.signbit(x).any())
+
+
+@overload(_any_sign_bit)
+def _any_sign_bit_kernel(x):
+    """Compiled version: OR the entries' bit patterns (vectorises, unlike a float compare)."""
+    int_type = np.int32 if x.dtype == types.float32 else np.int64
+
+    def impl(x):
+        bits = x.view(int_type)
+        acc = int_type(0)
+        for i in range(bits.shape[0]):
+            acc |= bits[i]
+        return acc < 0
+
+    return impl
 
 
 # --8<-- [start:quantize]
@@ -64,50 +88,51 @@ def quantize_into(pdf, cdf):
     ``cdf[s + 1] - cdf[s] >= 1`` is the frequency of symbol ``s``.
 
     The rule: entries that are negative, NaN or infinite count as 0; ``total``
-    is the left-to-right float64 sum of the rest.  Each symbol gets
-    ``1 + floor(p * (2**CDF_BITS - n) / total)``; the few units lost to
+    is their float64 sum in the fixed order of ``_sum4``.  Each symbol gets
+    ``1 + floor(p * ((2**CDF_BITS - n) / total))`` (``floor(p / total * (2**CDF_BITS - n))``
+    if that scale overflows); the few units lost to
     rounding go to the first symbol with the largest frequency, where they cost
     the least.  If ``total`` is 0 or not finite, every symbol gets the same
     share (uniform).
     """
     n = pdf.shape[0]
     spare = CDF_TOTAL - n  # units left after the guaranteed 1 per symbol
-    total = _sum4(pdf)
-    clean = _min4(pdf) >= 0.0 and total < np.inf  # a NaN or inf entry makes total NaN or inf
-    if not clean:  # rare: sum only the usable entries
-        total = 0.0
-        for i in range(n):
-            p = pdf[i]
-            if p > 0.0 and p < np.inf:
-                total += p
+    # Fast check that every entry is usable: no sign bit set (negatives, -0.0,
+    # -inf, some NaNs) and a finite sum (any NaN or +inf makes the sum NaN/inf).
+    total = _sum4(pdf, True)
+    clean = total < np.inf and not _any_sign_bit(pdf)
+    if not clean:  # rare: the same sum over the usable entries only
+        total = _sum4(pdf, False)
     cdf[0] = 0
     if not (total > 0.0 and total < np.inf):  # nothing usable: uniform
         for i in range(n):
             cdf[i + 1] = spare // n
-    elif clean:  # the hot path: p * scale <= spare < 2**31, so the int32 conversion is exact
-        scale = spare / total
-        for i in range(n):
-            cdf[i + 1] = np.int32(pdf[i] * scale)
     else:
+        # p * scale <= spare < 2**31 for usable p, so the int32 conversion is exact (and fast)
         scale = spare / total
-        for i in range(n):
-            p = pdf[i]
-            cdf[i + 1] = np.int32(p * scale) if (p > 0.0 and p < np.inf) else 0
-    # cdf[1:] now holds floor(p * scale); the most probable symbol (first on ties) ...
-    best = 0
-    for i in range(1, n):
-        if cdf[i + 1] > cdf[best + 1]:
-            best = i
-    # ... gets the rounding remainder (fewer than n units), every symbol gets +1,
-    # and prefix sums turn frequencies into the cumulative distribution.
+        if clean and scale < np.inf:
+            for i in range(n):
+                cdf[i + 1] = np.int32(pdf[i] * scale)
+        elif scale < np.inf:
+            for i in range(n):
+                cdf[i + 1] = np.int32(_usable(pdf[i]) * scale)
+        else:  # total is subnormal: spare / total overflows, so divide first
+            for i in range(n):
+                cdf[i + 1] = np.int32(_usable(pdf[i]) / total * spare)
+    # cdf[1:] now holds floor(p * scale).  The rounding remainder (fewer than n
+    # units) goes to the first most probable symbol ...
+    largest = 0
     remainder = spare
     for i in range(n):
+        largest = max(largest, cdf[i + 1])
         remainder -= cdf[i + 1]
+    best = 0
+    while cdf[best + 1] != largest:
+        best += 1
     cdf[best + 1] += remainder
+    # ... every symbol gets its guaranteed 1, and prefix sums make the CDF.
     for i in range(n):
         cdf[i + 1] += cdf[i] + 1
-
-
 # --8<-- [end:quantize]
 
 

@@ -116,32 +116,41 @@ class NaiveDecoder:
         return 0
 
 
+def _sum4(values):
+    """Four interleaved running sums combined pairwise: the summation order of the rule."""
+    lanes = [0.0, 0.0, 0.0, 0.0]
+    m = len(values) - len(values) % 4
+    for i in range(m):
+        lanes[i % 4] += values[i]
+    for i in range(m, len(values)):
+        lanes[0] += values[i]
+    return (lanes[0] + lanes[1]) + (lanes[2] + lanes[3])
+
+
 def naive_quantize(pdf, total_bits):
     """The quantization rule of ``lmc_ref.quantize`` restated with Python floats."""
+    import math
+
     n = len(pdf)
     total = 1 << total_bits
     spare = total - n
     values = [float(p) for p in pdf]
-    usable = [p if (p > 0 and p != float("inf")) else 0.0 for p in values]
-    clean = all(p >= 0 for p in values) and all(p == p and p != float("inf") for p in values)
-    source = values if clean else usable
-    # The sum's order is part of the rule: four interleaved running sums, combined pairwise.
-    lanes = [0.0, 0.0, 0.0, 0.0]
-    m = n - n % 4
-    for i in range(m):
-        lanes[i % 4] += source[i]
-    for i in range(m, n):
-        lanes[0] += source[i]
-    s = (lanes[0] + lanes[1]) + (lanes[2] + lanes[3])
-    if not clean:  # the kernel re-sums usable entries left to right
-        s = 0.0
-        for p in usable:
-            s += p
-    if not (0 < s < float("inf")):
+    usable = [p if (p > 0 and p != math.inf) else 0.0 for p in values]
+    # Fast path when no entry has its sign bit set and the raw sum is finite;
+    # otherwise the same sum over usable entries.  Both give the same total
+    # whenever both apply, so the split is only a speed matter in the kernel.
+    s = _sum4(values)
+    clean = all(math.copysign(1.0, p) > 0 for p in values) and s < math.inf
+    if not clean:
+        s = _sum4(usable)
+    if not (0 < s < math.inf):
         floors = [spare // n] * n
     else:
         scale = spare / s
-        floors = [int(p * scale) for p in usable]
+        if scale < math.inf:
+            floors = [int(p * scale) for p in usable]
+        else:  # subnormal total
+            floors = [int(p / s * spare) for p in usable]
     best = max(range(n), key=lambda i: (floors[i], -i))
     freqs = [1 + f for f in floors]
     freqs[best] += total - sum(freqs)

@@ -126,12 +126,14 @@ def _locate(hist, i, order, mem, offsets, widths, slot_pos, checks):
 
 
 @njit(cache=True)
-def _predict(pool, base, kmax, slot_pos, checks, disc, bonus, weights, pdf):
+def _predict(pool, dense, prev, kmax, slot_pos, checks, disc, bonus, weights, pdf):
     """Write the blended next-byte distribution into ``pdf`` (see module docstring).
 
-    ``base`` holds order 0's discounted counts as floats (kept up to date by
-    ``_refresh_base``), so the uniform floor and order 0 -- the two terms that
-    touch all 256 bytes -- take one vectorisable pass.
+    ``dense`` mirrors the discounted counts ``c - d(c)`` of order 0 (row 0) and
+    of every order-1 context (row 1 + previous byte) as floats, kept up to date
+    by ``_refresh_dense``: the terms that touch many bytes then take one
+    vectorisable pass, and only orders >= 2 walk their (short) lists of entries.
+    ``prev`` is the previous byte (ignored when ``kmax == 0``).
     """
     lam = 1.0
     for k in range(kmax, -1, -1):  # weights, highest order first
@@ -149,9 +151,12 @@ def _predict(pool, base, kmax, slot_pos, checks, disc, bonus, weights, pdf):
         lam = lam * esc / den
     floor = lam / 256.0
     w0 = weights[0]
+    w1 = weights[1] if kmax >= 1 else 0.0
+    row0 = dense[0]
+    row1 = dense[1 + prev] if kmax >= 1 else dense[0]  # with w1 == 0 the row does not matter
     for j in range(256):
-        pdf[j] = floor + w0 * base[j]
-    for k in range(kmax, 0, -1):  # orders >= 1: only the bytes each context has seen
+        pdf[j] = floor + w0 * row0[j] + w1 * row1[j]
+    for k in range(kmax, 1, -1):  # orders >= 2: only the bytes each context has seen
         w = weights[k]
         if w == 0.0:
             continue
@@ -163,26 +168,40 @@ def _predict(pool, base, kmax, slot_pos, checks, disc, bonus, weights, pdf):
 
 
 @njit(cache=True)
-def _refresh_base(pool, base, disc):
-    """Recompute order 0's discounted counts ``c - d(c)`` (order 0's slot is at 0)."""
+def _refresh_dense(pool, p, row, disc, s, where):
+    """Bring a dense row up to date after ``_count`` changed byte ``s`` of the slot at ``p``.
+
+    ``where`` is the entry index of ``s`` returned by ``_count``, or -1 when the
+    slot was halved (every entry changed: rebuild the whole row).
+    """
+    if where >= 0:
+        c = np.int64(pool[p + HEADER + where]) >> 8
+        row[s] = c - disc[min(c, 3) - 1]
+        return
     for j in range(256):
-        base[j] = 0.0
-    for e in range(np.int64(pool[2])):
-        v = np.int64(pool[HEADER + e])
+        row[j] = 0.0
+    for e in range(np.int64(pool[p + 2])):
+        v = np.int64(pool[p + HEADER + e])
         c = v >> 8
-        base[v & 255] = c - disc[min(c, 3) - 1]
+        row[v & 255] = c - disc[min(c, 3) - 1]
 
 
 @njit(cache=True)
 def _count(pool, p, width, s, limit):
-    """Add one occurrence of byte ``s`` to the slot at ``p``; return True if it was already there."""
+    """Add one occurrence of byte ``s`` to the slot at ``p``.
+
+    Returns ``(seen, where)``: whether ``s`` was already there, and the entry
+    index that now holds it (-1 if the counts were halved).
+    """
     u = np.int64(pool[p + 2])
     n1 = np.int64(pool[p + 3]) & 0xFFFF
     n2 = np.int64(pool[p + 3]) >> 16
     seen = False
+    where = u
     for e in range(u):
         v = np.int64(pool[p + HEADER + e])
         if (v & 255) == s:
+            where = e
             c = v >> 8
             pool[p + HEADER + e] = v + 256
             if c == 1:
@@ -208,6 +227,7 @@ def _count(pool, p, width, s, limit):
             elif c == 2:
                 n2 -= 1
             pool[p + HEADER + emin] = 256 | s
+            where = emin
         n1 += 1
     pool[p + 1] += 1
     if pool[p + 1] > limit:  # halve all counts, dropping bytes whose count reaches 0
@@ -228,12 +248,13 @@ def _count(pool, p, width, s, limit):
                     n2 += 1
         pool[p + 1] = total
         pool[p + 2] = kept
+        where = -1
     pool[p + 3] = n1 | (n2 << 16)
-    return seen
+    return seen, where
 
 
 @njit(cache=True)
-def _update(pool, base, kmax, slot_pos, checks, widths, disc, s, limit):
+def _update(pool, dense, prev, kmax, slot_pos, checks, widths, disc, s, limit):
     """Count byte ``s`` from the highest order down to the first that already knew it."""
     for k in range(kmax, -1, -1):
         p = slot_pos[k]
@@ -242,15 +263,15 @@ def _update(pool, base, kmax, slot_pos, checks, widths, disc, s, limit):
             pool[p + 1] = 0
             pool[p + 2] = 0
             pool[p + 3] = 0
-        seen = _count(pool, p, widths[k], s, limit)
-        if k == 0:
-            _refresh_base(pool, base, disc)
+        seen, where = _count(pool, p, widths[k], s, limit)
+        if k <= 1:  # orders 0 and 1 are mirrored as dense float rows
+            _refresh_dense(pool, p, dense[0] if k == 0 else dense[1 + prev], disc, s, where)
         if seen:
             break
 
 
 @njit(cache=True)
-def _code_block(hist, start, end, decode, order, mem, pool, base, offsets, widths, disc, bonus, limit,
+def _code_block(hist, start, end, decode, order, mem, pool, dense, offsets, widths, disc, bonus, limit,
                 st, buf, payload):
     """Predict + quantize + (en|de)code + update for positions [start, end).
 
@@ -264,7 +285,8 @@ def _code_block(hist, start, end, decode, order, mem, pool, base, offsets, width
     weights = np.zeros(order + 1)
     for i in range(start, end):
         kmax = _locate(hist, i, order, mem, offsets, widths, slot_pos, checks)
-        _predict(pool, base, kmax, slot_pos, checks, disc, bonus, weights, pdf)
+        prev = np.int64(hist[i - 1]) if i > 0 else 0
+        _predict(pool, dense, prev, kmax, slot_pos, checks, disc, bonus, weights, pdf)
         quantize_into(pdf, cdf)
         if decode:
             s = decode_symbol(st, payload, cdf)
@@ -272,7 +294,7 @@ def _code_block(hist, start, end, decode, order, mem, pool, base, offsets, width
         else:
             s = hist[i]
             encode_symbol(st, buf, cdf, s)
-        _update(pool, base, kmax, slot_pos, checks, widths, disc, s, limit)
+        _update(pool, dense, prev, kmax, slot_pos, checks, widths, disc, s, limit)
 
 
 # ------------------------------------------------------------ predictor ----
@@ -315,7 +337,8 @@ class NGramPredictor(Predictor):
     def reset(self):
         # np.zeros maps fresh pages lazily: only touched slots cost memory.
         self._pool = np.zeros(self._pool_size, dtype=np.uint32)
-        self._base = np.zeros(256)  # fused path's cache of order 0's discounted counts
+        # fused path: orders 0 and 1 mirrored as dense float rows (see _predict)
+        self._dense = np.zeros((257, 256))
         self._history = bytearray()
 
     # --- readable path -------------------------------------------------------
@@ -354,12 +377,14 @@ class NGramPredictor(Predictor):
             weights[k] = lam / den
             esc = d1 * n1 + d2 * n2 + d3 * (u - n1 - n2) + ESCAPE_BONUS
             lam = lam * esc / den
-        # Order 0 and the uniform floor touch every byte: floor + w0 * (c0 - d).
-        discounted = self._discounted_counts(slots[0][0])
-        w0 = weights.get(0, 0.0)
-        pdf = [lam / 256.0 + w0 * discounted.get(j, 0.0) for j in range(256)]
-        # Orders >= 1, highest first: only the bytes each context has seen.
-        for k in range(len(slots) - 1, 0, -1):
+        # The uniform floor, order 0 and order 1 (if any) touch many bytes:
+        # floor + w0 * (c0 - d) + w1 * (c1 - d), in this order.
+        order0 = self._discounted_counts(slots[0][0])
+        order1 = self._discounted_counts(slots[1][0]) if len(slots) > 1 else {}
+        w0, w1 = weights.get(0, 0.0), weights.get(1, 0.0)
+        pdf = [lam / 256.0 + w0 * order0.get(j, 0.0) + w1 * order1.get(j, 0.0) for j in range(256)]
+        # Orders >= 2, highest first: only the bytes each context has seen.
+        for k in range(len(slots) - 1, 1, -1):
             if k in weights:
                 for byte, value in self._discounted_counts(slots[k][0]).items():
                     pdf[byte] += weights[k] * value
@@ -427,7 +452,7 @@ class NGramPredictor(Predictor):
                 grown = np.zeros(2 * buf.shape[0] + max_encoded_bytes(end - start), np.uint8)
                 grown[: buf.shape[0]] = buf
                 buf = grown
-            _code_block(hist, start, end, decode, self.order, self.mem, self._pool, self._base, self._offsets,
+            _code_block(hist, start, end, decode, self.order, self.mem, self._pool, self._dense, self._offsets,
                         self._widths, self._disc, ESCAPE_BONUS, COUNT_LIMIT, st, buf, payload)
             if progress is not None:
                 progress(end - start)

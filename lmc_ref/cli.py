@@ -1,0 +1,282 @@
+"""The ``lmc-ref`` command: gzip-style ``compress``, ``decompress`` and ``info`` for ``.lmc`` files.
+
+Usage mirrors gzip where it can::
+
+    lmc-ref compress notes.txt            # -> notes.txt.lmc, notes.txt removed
+    lmc-ref decompress notes.txt.lmc      # -> notes.txt, notes.txt.lmc removed
+    lmc-ref -d -k notes.txt.lmc           # the same, keeping the input
+    cat notes.txt | lmc-ref - > notes.lmc # stdin -> stdout
+    lmc-ref info notes.txt.lmc            # print the header
+
+Every output is written to a temporary file next to its destination and
+renamed into place only once complete, so a failure or Ctrl-C never leaves a
+partial file behind; an input is deleted only after its output is in place.
+"""
+
+import argparse
+import os
+import stat
+import sys
+import tempfile
+import textwrap
+
+from . import __version__, compressors, container
+from .predictors import available
+from .predictors import base as _predictor_base
+
+SUFFIX = ".lmc"
+COMMANDS = ("compress", "decompress", "info")
+STDIN = "-"
+
+DESCRIPTION = """\
+Lossless compression with a predictive model and an arithmetic coder
+(a reference implementation of "Language Modeling Is Compression").
+
+"lmc-ref FILE" is short for "lmc-ref compress FILE", and "lmc-ref -d FILE.lmc"
+for "lmc-ref decompress FILE.lmc". Run "lmc-ref COMMAND --help" for options."""
+
+SPEC_HELP = """\
+model spec strings (--model SPEC):
+  A spec is NAME or NAME:key=value,key=value, e.g. "ngram:order=6,mem=20".
+  Parameters left out take their defaults. The .lmc header records the full
+  canonical spec (and a hash of any trained weights), so decompression needs no
+  options, and it rebuilds the same model, using the same memory, as compression."""
+
+
+def _models_help():
+    """The epilog of ``compress --help``: spec syntax plus every registered predictor."""
+    lines = [SPEC_HELP, "", f"available predictors (default: {compressors.DEFAULT_SPEC}):"]
+    for name in available():
+        lines.append(f"  {name}")
+        # No public accessor for the class yet; only its optional help_text() is used.
+        help_text = getattr(_predictor_base._REGISTRY.get(name), "help_text", None)
+        if callable(help_text):
+            for line in help_text().strip().splitlines():
+                lines.extend(textwrap.wrap(line, 79, initial_indent=" " * 6, subsequent_indent=" " * 6))
+    return "\n".join(lines)
+
+
+def build_parser():
+    """Build the argparse parser with its ``compress``, ``decompress`` and ``info`` subcommands."""
+    raw = argparse.RawDescriptionHelpFormatter
+    parser = argparse.ArgumentParser(prog="lmc-ref", description=DESCRIPTION, formatter_class=raw)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
+
+    io = argparse.ArgumentParser(add_help=False)
+    io.add_argument("files", nargs="+", metavar="FILE",
+                    help='input file(s); "-" reads standard input and writes standard output')
+    io.add_argument("-c", "--stdout", action="store_true",
+                    help="write to standard output; never delete the input")
+    io.add_argument("-k", "--keep", action="store_true",
+                    help="keep the input file; by default, like gzip, an input file is deleted "
+                         "once its output has been written completely (never with -c or stdin)")
+    io.add_argument("-f", "--force", action="store_true",
+                    help="overwrite existing output files (and write compressed data to a terminal)")
+    io.add_argument("-o", "--output", metavar="PATH",
+                    help="write the output to PATH instead of the default name (one FILE only)")
+    io.add_argument("--path", choices=("fused", "readable"), default="fused",
+                    help="advanced: coding loop to run; 'fused' (compiled, default) and "
+                         "'readable' (plain Python, slow) produce identical bytes")
+    io.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                    help="show a progress bar on stderr (default: only for inputs over "
+                         f"{compressors.PROGRESS_THRESHOLD >> 20} MB)")
+
+    comp = commands.add_parser(
+        "compress", parents=[io], formatter_class=raw, epilog=_models_help(),
+        help="compress FILE to FILE.lmc", description="Compress each FILE to FILE.lmc.")
+    comp.add_argument("-d", "--decompress", action="store_true",
+                      help="decompress instead (same as the decompress command)")
+    comp.add_argument("--model", metavar="SPEC", default=compressors.DEFAULT_SPEC,
+                      help="predictor to compress with (default: %(default)s; see below); "
+                           "ignored with -d, since a .lmc file names its own model")
+
+    dec = commands.add_parser(
+        "decompress", parents=[io], help="decompress FILE.lmc to FILE",
+        description="Decompress each FILE.lmc to FILE, verifying length and CRC-32. "
+                    "A name not ending in .lmc is refused unless -c or -o is given.")
+    dec.set_defaults(decompress=True, model=None)
+
+    info = commands.add_parser("info", help="print the header of .lmc files",
+                               description="Print the header fields of each .lmc FILE.")
+    info.add_argument("files", nargs="+", metavar="FILE", help='.lmc file(s); "-" reads standard input')
+    return parser
+
+
+def _display(name):
+    return "(stdin)" if name == STDIN else name
+
+
+def _report(name, exc):
+    """Print ``lmc-ref: FILE: message`` on one line of stderr."""
+    if isinstance(exc, OSError):
+        message = exc.strerror or str(exc)
+        if exc.filename is not None and exc.filename != name:
+            message = f"{exc.filename}: {message}"
+    elif isinstance(exc, MemoryError):
+        message = "out of memory"
+    else:
+        message = str(exc)
+    message = " ".join(message.split()) or type(exc).__name__
+    print(f"lmc-ref: {_display(name)}: {message}", file=sys.stderr)
+
+
+def _read(name):
+    if name == STDIN:
+        return sys.stdin.buffer.read()
+    with open(name, "rb") as f:
+        return f.read()
+
+
+def _output_name(name, decompress, force):
+    """Default output path: ``FILE.lmc`` when compressing, ``FILE`` minus ``.lmc`` when decompressing."""
+    if decompress:
+        if not name.endswith(SUFFIX) or os.path.basename(name) == SUFFIX:
+            raise ValueError(f"name does not end in {SUFFIX}; use -o PATH or -c to choose the output")
+        return name[: -len(SUFFIX)]
+    if name.endswith(SUFFIX) and not force:
+        raise ValueError(f"already has the {SUFFIX} suffix; use -f to compress it again")
+    return name + SUFFIX
+
+
+def _write_atomic(path, data, force, mode_from=None):
+    """Write ``data`` to ``path`` through a temporary file in the same directory.
+
+    The temporary file is renamed over ``path`` only once fully written and is
+    removed on any failure (including KeyboardInterrupt), so ``path`` is either
+    untouched or complete.  Its permission bits are copied from ``mode_from``.
+    """
+    directory = os.path.dirname(os.path.abspath(path))
+    tmp_name = None
+    try:
+        with tempfile.NamedTemporaryFile(dir=directory, prefix=f".{os.path.basename(path)}.",
+                                         suffix=".tmp", delete=False) as tmp:
+            tmp_name = tmp.name
+            tmp.write(data)
+            tmp.flush()
+            os.fsync(tmp.fileno())
+        if mode_from is not None:
+            mode = stat.S_IMODE(os.stat(mode_from).st_mode)
+        else:
+            umask = os.umask(0)
+            os.umask(umask)
+            mode = 0o666 & ~umask
+        os.chmod(tmp_name, mode)
+        if os.path.lexists(path) and not force:  # re-check: it may have appeared meanwhile
+            raise FileExistsError(0, f"{path} already exists; use -f to overwrite")
+        os.replace(tmp_name, path)
+        tmp_name = None
+    except OSError as exc:
+        if isinstance(exc, FileExistsError):
+            raise
+        raise OSError(exc.errno, f"cannot write {path}: {exc.strerror or exc}") from exc
+    finally:
+        if tmp_name is not None:
+            try:
+                os.unlink(tmp_name)
+            except OSError:
+                pass
+
+
+def _code_one(name, args):
+    """Compress or decompress one input as ``args`` say; raise ValueError/OSError on failure."""
+    from_stdin = name == STDIN
+    to_stdout = args.stdout or (from_stdin and args.output is None)
+    out_path = None
+    if not to_stdout:
+        out_path = args.output or _output_name(name, args.decompress, args.force)
+        if os.path.lexists(out_path):
+            if not from_stdin and os.path.exists(name) and os.path.samefile(name, out_path):
+                raise ValueError(f"output {out_path} is the input file itself")
+            if not args.force:
+                raise ValueError(f"output {out_path} already exists; use -f to overwrite")
+    elif not args.decompress and not args.force and sys.stdout.isatty():
+        raise ValueError("refusing to write compressed data to a terminal; use -f to force")
+
+    data = _read(name)
+    progress = "auto" if args.progress is None else args.progress
+    if args.decompress:
+        result = compressors.decompress(data, path=args.path, progress=progress)
+    else:
+        result = compressors.compress(data, spec=args.model, path=args.path, progress=progress)
+
+    if to_stdout:
+        sys.stdout.buffer.write(result)
+        sys.stdout.buffer.flush()
+        return
+    _write_atomic(out_path, result, args.force, mode_from=None if from_stdin else name)
+    if not (args.keep or from_stdin):
+        os.unlink(name)
+
+
+def _describe(name, header, payload, file_size):
+    """The ``info`` text of one container."""
+    if header.length:
+        rate = (f"{100 * file_size / header.length:.2f} % ({8 * file_size / header.length:.3f} bits/byte,"
+                f" whole file incl. {file_size - len(payload)}-byte header)")
+    else:
+        rate = "n/a (empty original)"
+    fields = [
+        ("file", _display(name)),
+        ("format version", header.version),
+        ("predictor spec", header.spec),
+        ("model hash", header.model_hash.hex() or "(none: adaptive model)"),
+        ("backend", header.backend),
+        ("original length", f"{header.length} bytes"),
+        ("CRC-32", f"0x{header.crc32:08x}"),
+        ("payload length", f"{len(payload)} bytes"),
+        ("compression rate", rate),
+    ]
+    return "\n".join(f"{key + ':':<18}{value}" for key, value in fields)
+
+
+def _run(args):
+    """Run the parsed command over every FILE; return 0, or 1 if any file failed."""
+    status = 0
+    for i, name in enumerate(args.files):
+        try:
+            if args.command == "info":
+                blob = _read(name)
+                text = _describe(name, *container.unpack(blob), len(blob))
+                print(("\n" if i else "") + text)
+            else:
+                _code_one(name, args)
+        except (ValueError, OSError, MemoryError) as exc:
+            _report(name, exc)
+            status = 1
+    return status
+
+
+def main(argv=None):
+    """Entry point of ``lmc-ref``; returns the exit status.
+
+    Args:
+        argv: arguments without the program name (default ``sys.argv[1:]``).
+
+    Returns:
+        0 on success, 1 if any file failed, 2 for a usage error, 130 on Ctrl-C.
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] not in COMMANDS and argv[0] not in ("-h", "--help", "--version"):
+        argv.insert(0, "compress")  # gzip style: "lmc-ref FILE", "lmc-ref -d FILE.lmc"
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+        if args.command is None:
+            parser.print_help(sys.stderr)
+            return 2
+        if args.command != "info":
+            if args.output is not None and len(args.files) > 1:
+                parser.error("-o/--output needs exactly one FILE")
+            if args.output is not None and args.stdout:
+                parser.error("-o/--output and -c/--stdout exclude each other")
+        return _run(args)
+    except SystemExit as exc:  # argparse: --help, --version, usage errors
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
+    except KeyboardInterrupt:
+        print("lmc-ref: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

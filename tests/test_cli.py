@@ -1,0 +1,300 @@
+"""The ``lmc-ref`` command line, run in-process via ``main(argv)``, plus real ``python -m`` pipes.
+
+What a user relies on: round trips restore the bytes; nothing existing is
+overwritten without ``-f``; a failure never leaves a partial or temporary file
+and never deletes the input; errors are one line ``lmc-ref: FILE: message`` with
+exit status 1, never a traceback.
+"""
+
+import io
+import subprocess
+import sys
+
+import pytest
+
+from lmc_ref import cli, compressors
+from lmc_ref.cli import main
+
+SPEC = "ngram:order=2"
+DATA = b"".join(b"line %d: the quick brown fox jumps over the lazy dog\n" % i for i in range(60))
+
+
+@pytest.fixture
+def sample(tmp_path):
+    path = tmp_path / "sample.txt"
+    path.write_bytes(DATA)
+    return path
+
+
+def lmc(path):
+    return path.with_name(path.name + ".lmc")
+
+
+def one_error_line(err, *fragments):
+    """stderr holds exactly one ``lmc-ref: ...`` line containing every fragment."""
+    if isinstance(err, bytes):
+        err = err.decode()
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("lmc-ref: ") and "Traceback" not in err
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+    return lines[0]
+
+
+def files_in(directory):
+    return sorted(p.name for p in directory.iterdir())
+
+
+# ------------------------------------------------------------- round trips ---
+
+def test_round_trip_deletes_inputs_by_default(sample):
+    assert main(["compress", "--model", SPEC, str(sample)]) == 0
+    assert not sample.exists() and lmc(sample).exists()
+    assert compressors.decompress(lmc(sample).read_bytes()) == DATA
+    assert main(["decompress", str(lmc(sample))]) == 0
+    assert sample.read_bytes() == DATA and not lmc(sample).exists()
+
+
+@pytest.mark.parametrize("decompress_args", [["compress", "-d"], ["-d"], ["--decompress"]])
+def test_gzip_style_invocations(sample, decompress_args):
+    assert main(["--model", SPEC, "-k", str(sample)]) == 0  # "lmc-ref FILE" compresses
+    sample.unlink()
+    assert main(decompress_args + [str(lmc(sample))]) == 0
+    assert sample.read_bytes() == DATA and not lmc(sample).exists()
+
+
+def test_keep(sample):
+    assert main(["compress", "-k", "--model", SPEC, str(sample)]) == 0
+    assert sample.read_bytes() == DATA and lmc(sample).exists()
+    sample.unlink()
+    assert main(["decompress", "--keep", str(lmc(sample))]) == 0
+    assert sample.read_bytes() == DATA and lmc(sample).exists()
+
+
+def test_stdout_writes_no_file(sample, capsysbinary):
+    assert main(["compress", "-c", "--model", SPEC, str(sample)]) == 0
+    out = capsysbinary.readouterr().out
+    assert compressors.decompress(out) == DATA
+    assert files_in(sample.parent) == [sample.name]  # input kept, nothing written
+    lmc(sample).write_bytes(out)
+    assert main(["decompress", "--stdout", str(lmc(sample))]) == 0
+    assert capsysbinary.readouterr().out == DATA
+    assert lmc(sample).exists()
+
+
+def test_stdin_to_stdout(monkeypatch, capsysbinary):
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(DATA)))
+    assert main(["compress", "--model", SPEC, "-"]) == 0
+    packed = capsysbinary.readouterr().out
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(packed)))
+    assert main(["-d", "-"]) == 0
+    assert capsysbinary.readouterr().out == DATA
+
+
+def test_stdin_to_output_file(tmp_path, monkeypatch):
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(DATA)))
+    target = tmp_path / "from-stdin.lmc"
+    assert main(["compress", "--model", SPEC, "-o", str(target), "-"]) == 0
+    assert compressors.decompress(target.read_bytes()) == DATA
+
+
+def test_explicit_output_and_readable_path(sample, tmp_path):
+    target = tmp_path / "elsewhere.bin"
+    assert main(["compress", "-k", "--path", "readable", "--model", SPEC, "-o", str(target), str(sample)]) == 0
+    assert main(["compress", "-k", "--model", SPEC, "-c", str(sample)]) == 0  # same bytes either path
+    restored = tmp_path / "restored"
+    assert main(["decompress", "-k", "-o", str(restored), str(target)]) == 0
+    assert restored.read_bytes() == DATA
+
+
+def test_paths_emit_identical_files(sample, capsysbinary):
+    outputs = []
+    for path in ("fused", "readable"):
+        assert main(["compress", "-c", "--path", path, "--model", SPEC, str(sample)]) == 0
+        outputs.append(capsysbinary.readouterr().out)
+    assert outputs[0] == outputs[1]
+
+
+def test_output_keeps_input_permissions(sample):
+    sample.chmod(0o640)
+    assert main(["compress", "-k", "--model", SPEC, str(sample)]) == 0
+    assert lmc(sample).stat().st_mode & 0o777 == 0o640
+
+
+def test_several_files_continue_after_an_error(tmp_path, capsys):
+    good = tmp_path / "good"
+    good.write_bytes(DATA)
+    assert main(["compress", "--model", SPEC, str(tmp_path / "missing"), str(good)]) == 1
+    one_error_line(capsys.readouterr().err, "missing")
+    assert lmc(good).exists()
+
+
+def test_progress_flags(sample, capsys):
+    assert main(["compress", "-k", "--no-progress", "--model", SPEC, str(sample)]) == 0
+    assert main(["decompress", "-f", "--progress", str(lmc(sample))]) == 0
+    assert sample.read_bytes() == DATA
+
+
+# ------------------------------------------------------------- overwriting ---
+
+def test_refuses_to_overwrite_without_force(sample, capsys):
+    lmc(sample).write_bytes(b"precious")
+    assert main(["compress", "--model", SPEC, str(sample)]) == 1
+    one_error_line(capsys.readouterr().err, str(sample), "already exists", "-f")
+    assert lmc(sample).read_bytes() == b"precious" and sample.read_bytes() == DATA
+    assert main(["compress", "-f", "--model", SPEC, str(sample)]) == 0
+    assert compressors.decompress(lmc(sample).read_bytes()) == DATA and not sample.exists()
+
+
+def test_decompress_refuses_to_overwrite(sample, capsys):
+    assert main(["compress", "-k", "--model", SPEC, str(sample)]) == 0
+    sample.write_bytes(b"newer")
+    assert main(["decompress", str(lmc(sample))]) == 1
+    one_error_line(capsys.readouterr().err, "already exists")
+    assert sample.read_bytes() == b"newer" and lmc(sample).exists()
+
+
+def test_output_may_not_be_the_input(sample, capsys):
+    assert main(["compress", "-k", "-f", "--model", SPEC, "-o", str(sample), str(sample)]) == 1
+    one_error_line(capsys.readouterr().err, "input")
+    assert sample.read_bytes() == DATA
+
+
+def test_compressing_an_lmc_file_needs_force(sample, capsys):
+    assert main(["compress", "--model", SPEC, str(sample)]) == 0
+    assert main(["compress", "--model", SPEC, str(lmc(sample))]) == 1
+    one_error_line(capsys.readouterr().err, ".lmc")
+
+
+def test_refuses_compressed_data_on_a_terminal(sample, monkeypatch, capsysbinary):
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
+    assert main(["compress", "-c", "--model", SPEC, str(sample)]) == 1
+    captured = capsysbinary.readouterr()
+    one_error_line(captured.err, "terminal", "-f")
+    assert captured.out == b""
+    assert main(["compress", "-c", "-f", "--model", SPEC, str(sample)]) == 0
+    assert compressors.decompress(capsysbinary.readouterr().out) == DATA
+
+
+# ---------------------------------------------------------------- failures ---
+
+def test_corrupt_file_leaves_nothing_behind(sample, capsys):
+    assert main(["compress", "--model", SPEC, str(sample)]) == 0
+    blob = bytearray(lmc(sample).read_bytes())
+    blob[-40] ^= 0xFF  # payload damage: caught by the CRC-32 after decoding
+    lmc(sample).write_bytes(bytes(blob))
+    assert main(["decompress", str(lmc(sample))]) == 1
+    one_error_line(capsys.readouterr().err, str(lmc(sample)), "CRC-32")
+    assert files_in(sample.parent) == [lmc(sample).name]
+
+
+@pytest.mark.parametrize("content", [b"", b"not an lmc file at all", b"\x89LMC\x01\x00\xff\xff"])
+def test_foreign_file_is_one_line_error(tmp_path, capsys, content):
+    bad = tmp_path / "bad.lmc"
+    bad.write_bytes(content)
+    assert main(["decompress", str(bad)]) == 1
+    one_error_line(capsys.readouterr().err, "bad.lmc")
+    assert files_in(tmp_path) == ["bad.lmc"]
+    assert main(["info", str(bad)]) == 1
+    one_error_line(capsys.readouterr().err, "bad.lmc")
+
+
+def test_missing_file(tmp_path, capsys):
+    assert main(["compress", str(tmp_path / "nope")]) == 1
+    one_error_line(capsys.readouterr().err, "nope", "No such file")
+    assert main(["decompress", str(tmp_path / "nope.lmc")]) == 1
+    one_error_line(capsys.readouterr().err, "nope.lmc")
+    assert files_in(tmp_path) == []
+
+
+@pytest.mark.parametrize("spec", ["nosuchmodel", "ngram:order=abc", "ngram:order", "ngram:bogus=1", ""])
+def test_bad_model_spec(sample, capsys, spec):
+    assert main(["compress", "--model", spec, str(sample)]) == 1
+    one_error_line(capsys.readouterr().err, str(sample))
+    assert files_in(sample.parent) == [sample.name]
+
+
+def test_decompress_needs_lmc_suffix(sample, capsysbinary):
+    assert main(["compress", "-c", "--model", SPEC, str(sample)]) == 0
+    odd = sample.with_name("odd.bin")
+    odd.write_bytes(capsysbinary.readouterr().out)
+    assert main(["decompress", str(odd)]) == 1
+    one_error_line(capsysbinary.readouterr().err, "odd.bin", ".lmc", "-o")
+    assert odd.exists()
+    assert main(["decompress", "-c", str(odd)]) == 0
+    assert capsysbinary.readouterr().out == DATA
+
+
+def test_write_failure_cleans_temp_and_keeps_input(sample, monkeypatch, capsys):
+    def broken_replace(src, dst):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(cli.os, "replace", broken_replace)
+    assert main(["compress", "--model", SPEC, str(sample)]) == 1
+    one_error_line(capsys.readouterr().err, "No space left")
+    assert files_in(sample.parent) == [sample.name]
+
+
+def test_interrupt_exits_130_and_cleans_up(sample, monkeypatch, capsys):
+    def interrupted(src, dst):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli.os, "replace", interrupted)
+    assert main(["compress", "--model", SPEC, str(sample)]) == 130
+    assert files_in(sample.parent) == [sample.name]
+
+
+# ------------------------------------------------------------ usage, info ---
+
+@pytest.mark.parametrize("argv", [
+    [],
+    ["compress"],
+    ["-d"],  # a filter needs an explicit "-"
+    ["compress", "-o", "x", "a", "b"],
+    ["compress", "-o", "x", "-c", "a"],
+    ["compress", "--path", "warp", "a"],
+])
+def test_usage_errors_exit_2(argv, capsys):
+    assert main(argv) == 2
+    assert "usage" in capsys.readouterr().err
+
+
+def test_help_lists_models_and_spec_syntax(capsys):
+    assert main(["compress", "--help"]) == 0
+    out = capsys.readouterr().out
+    for text in ("ngram", "order=6,mem=20", "--keep", "--force", "--stdout", "--model", "delete"):
+        assert text in out
+    assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    assert "compress" in out and "decompress" in out and "info" in out
+
+
+def test_info(sample, capsys):
+    assert main(["compress", "-k", "--model", SPEC, str(sample)]) == 0
+    blob = lmc(sample).read_bytes()
+    header, payload = compressors.container.unpack(blob)
+    assert main(["info", str(lmc(sample))]) == 0
+    out = capsys.readouterr().out
+    assert header.spec in out and header.spec.startswith(SPEC)
+    assert f"{len(DATA)} bytes" in out
+    assert f"0x{header.crc32:08x}" in out
+    assert "(none: adaptive model)" in out
+    assert f"{len(payload)} bytes" in out
+    assert "bits/byte" in out and "%" in out
+
+
+# ------------------------------------------------------ real process pipes ---
+
+def test_python_m_pipe_round_trip(tmp_path):
+    """``python -m lmc_ref`` as a filter: stdin -> stdout in both directions."""
+    run = dict(capture_output=True, timeout=300, cwd=tmp_path)
+    packed = subprocess.run([sys.executable, "-m", "lmc_ref", "compress", "--model", SPEC, "-"],
+                            input=DATA, **run)
+    assert packed.returncode == 0, packed.stderr
+    unpacked = subprocess.run([sys.executable, "-m", "lmc_ref", "-d", "-"], input=packed.stdout, **run)
+    assert unpacked.returncode == 0 and unpacked.stdout == DATA
+    broken = subprocess.run([sys.executable, "-m", "lmc_ref", "-d", "-"], input=packed.stdout[:-5], **run)
+    assert broken.returncode == 1 and broken.stdout == b""
+    one_error_line(broken.stderr, "(stdin)")
+    assert files_in(tmp_path) == []

@@ -1,0 +1,207 @@
+"""Property tests of ``lmc_ref.quantize``: the one place where floats become integers."""
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+from lmc_ref.constants import CDF_BITS, CDF_TOTAL
+from lmc_ref.quantize import quantize, quantize_into
+from naive import naive_quantize
+
+SPECIAL = [0.0, -0.0, np.nan, np.inf, -np.inf, -1.0, 5e-324, 1e-310, 1e300, 1.7e308]
+
+alphabet_sizes = st.one_of(st.integers(1, 4), st.integers(1, 300), st.just(256))
+
+# Anything a buggy model could emit: NaN, +-inf, negatives, subnormals, huge values.
+wild_pdfs = hnp.arrays(np.float64, alphabet_sizes, elements=st.floats(width=64))
+# Model-like output: probabilities in [0, 1], with special values sprinkled in.
+realistic_pdfs = hnp.arrays(
+    np.float64,
+    alphabet_sizes,
+    elements=st.one_of(st.floats(0.0, 1.0), st.floats(0.0, 1e-6), st.sampled_from(SPECIAL)),
+)
+float32_pdfs = hnp.arrays(np.float32, alphabet_sizes, elements=st.floats(width=32))
+any_pdf = st.one_of(wild_pdfs, realistic_pdfs, float32_pdfs)
+# Valid but unnormalised: positive finite entries (zeros allowed), scaled by a factor.
+positive_pdfs = hnp.arrays(
+    np.float64, alphabet_sizes, elements=st.one_of(st.just(0.0), st.floats(1e-3, 1.0))
+).filter(lambda p: p.sum() > 0)
+
+
+def freqs(cdf):
+    return np.diff(np.asarray(cdf, dtype=np.int64))
+
+
+def check_invariants(pdf, cdf):
+    assert cdf.dtype == np.int64
+    assert cdf.shape == (len(pdf) + 1,)
+    assert cdf[0] == 0
+    assert cdf[-1] == CDF_TOTAL
+    assert freqs(cdf).min() >= 1  # every symbol codable, cdf strictly increasing
+
+
+# ------------------------------------------------------------- invariants ----
+
+@given(any_pdf)
+def test_invariants_hold_for_any_input(pdf):
+    check_invariants(pdf, quantize(pdf))
+
+
+@given(any_pdf)
+def test_equals_naive_oracle(pdf):
+    assert quantize(pdf).tolist() == naive_quantize(pdf.astype(np.float64).tolist(), CDF_BITS)
+
+
+@given(any_pdf)
+def test_deterministic_and_pure(pdf):
+    before = pdf.copy()
+    first = quantize(pdf)
+    assert np.array_equal(quantize(pdf), first)
+    assert np.array_equal(quantize(pdf.copy()), first)
+    assert np.array_equal(quantize(list(pdf)), first)
+    # A strided (non-contiguous) view of the same values gives the same CDF.
+    doubled = np.repeat(pdf, 2)
+    assert np.array_equal(quantize(doubled[::2]), first)
+    # The input is not modified.
+    np.testing.assert_array_equal(pdf, before)
+
+
+@given(any_pdf)
+def test_quantize_into_matches_quantize(pdf):
+    cdf = np.full(len(pdf) + 1, -7, dtype=np.int64)
+    quantize_into(pdf, cdf)  # float32 input is used as is inside njit loops
+    assert np.array_equal(cdf, quantize(pdf))
+
+
+@given(float32_pdfs)
+def test_float32_input_equals_float64_of_same_values(pdf):
+    assert np.array_equal(quantize(pdf), quantize(pdf.astype(np.float64)))
+
+
+@given(positive_pdfs, st.floats(1e-200, 1e200))
+def test_unnormalised_input_is_proportional(pdf, factor):
+    scaled = pdf * factor
+    cdf = quantize(scaled)
+    check_invariants(scaled, cdf)
+    n = len(pdf)
+    # Floor rounding, the 1-per-symbol floor and the remainder move each frequency
+    # by at most 2n + 1 units away from the exact proportional share.
+    exact = pdf / pdf.sum() * CDF_TOTAL
+    assert np.all(np.abs(freqs(cdf) - exact) <= 2 * n + 1)
+
+
+@given(realistic_pdfs)
+def test_invalid_entries_get_the_minimum_frequency(pdf):
+    valid = np.isfinite(pdf) & (pdf > 0)
+    total = 0.0
+    for p in pdf[valid].tolist():  # same left-to-right order as quantize
+        total += p
+    if not (0 < total < float("inf") and (CDF_TOTAL - len(pdf)) / total < float("inf")):
+        return  # degenerate: uniform, tested below
+    f = freqs(quantize(pdf))
+    assert np.all(f[~valid] == 1)
+    assert f.argmax() in np.flatnonzero(valid)
+
+
+# ------------------------------------------------------ degenerate inputs ----
+
+def assert_uniform(cdf, n):
+    f = freqs(cdf)
+    base = 1 + (CDF_TOTAL - n) // n
+    assert np.all(f[1:] == base)  # the rounding remainder goes to symbol 0
+    assert base <= f[0] < base + n
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 255, 256, 257])
+@pytest.mark.parametrize(
+    "fill", [0.0, -0.0, -1.0, np.nan, np.inf, -np.inf, 1e308, 5e-324], ids=repr
+)
+def test_degenerate_pdf_becomes_uniform(n, fill):
+    pdf = np.full(n, fill)
+    cdf = quantize(pdf)
+    check_invariants(pdf, cdf)
+    assert_uniform(cdf, n)
+    assert cdf.tolist() == naive_quantize(pdf.tolist(), CDF_BITS)
+
+
+def test_mixed_garbage_without_mass_is_uniform():
+    pdf = np.array([0.0, np.nan, -np.inf, -3.0, np.inf, -0.0])
+    assert_uniform(quantize(pdf), len(pdf))
+
+
+def test_single_symbol_alphabet():
+    assert quantize(np.array([0.3])).tolist() == [0, CDF_TOTAL]
+    assert quantize(np.array([np.nan])).tolist() == [0, CDF_TOTAL]
+
+
+def test_two_symbol_alphabet_extremes():
+    assert quantize(np.array([1.0, 0.0])).tolist() == [0, CDF_TOTAL - 1, CDF_TOTAL]
+    assert quantize(np.array([0.0, 1.0])).tolist() == [0, 1, CDF_TOTAL]
+    assert quantize(np.array([0.5, 0.5])).tolist() == [0, CDF_TOTAL // 2, CDF_TOTAL]
+
+
+def test_one_hot_256():
+    for hot in (0, 97, 255):
+        pdf = np.zeros(256, dtype=np.float32)
+        pdf[hot] = 1.0
+        f = freqs(quantize(pdf))
+        assert f[hot] == CDF_TOTAL - 255
+        assert np.all(np.delete(f, hot) == 1)
+
+
+def test_remainder_goes_to_most_probable_lowest_index():
+    f = freqs(quantize(np.array([1.0, 3.0, 3.0, 2.0])))
+    assert f[1] > f[2]  # equal probabilities: the lower index takes the remainder
+    assert f.sum() == CDF_TOTAL
+
+
+@pytest.mark.parametrize("bad", [np.array([]), np.zeros((2, 3)), np.zeros((1, 1)), np.zeros((0, 4))])
+def test_rejects_empty_and_non_1d(bad):
+    with pytest.raises(ValueError):
+        quantize(bad)
+
+
+# ------------------------------------------------------ quantization cost ----
+
+def relative_cost(pdfs, cdfs):
+    """Average KL(p || q) over average entropy H(p), both in bits."""
+    kl = ent = 0.0
+    for p, cdf in zip(pdfs, cdfs):
+        p = p / p.sum()
+        q = freqs(cdf) / float(cdf[-1])
+        m = p > 0
+        kl += float(np.sum(p[m] * np.log2(p[m] / q[m])))
+        ent += float(-np.sum(p[m] * np.log2(p[m])))
+    return kl / ent
+
+
+def realistic_family(kind, param, count=100, n=256):
+    """Softmax of Gaussian logits (std ``param``) or Dirichlet(``param``) pdfs over n symbols."""
+    rng = np.random.default_rng(1234)
+    if kind == "softmax":
+        z = rng.normal(size=(count, n)) * param
+        p = np.exp(z - z.max(axis=1, keepdims=True))
+    else:
+        p = rng.dirichlet(np.full(n, param), size=count)
+    return list(p)
+
+
+FAMILIES = [("softmax", 1.0), ("softmax", 2.0), ("softmax", 4.0), ("softmax", 8.0),
+            ("dirichlet", 0.05), ("dirichlet", 0.1), ("dirichlet", 0.5), ("dirichlet", 1.0)]
+
+
+@pytest.mark.parametrize("kind,param", FAMILIES)
+def test_quantization_cost_below_a_thousandth_of_entropy(kind, param):
+    pdfs = realistic_family(kind, param)
+    cost = relative_cost(pdfs, [quantize(p) for p in pdfs])
+    assert cost < 1e-3, f"KL/H = {cost:.2e} with CDF_BITS={CDF_BITS}"
+
+
+@pytest.mark.parametrize("kind,param", FAMILIES)
+def test_cost_bound_would_reject_12_bit_cdfs(kind, param):
+    """The bound above has teeth: the same rule with 2**12 totals fails it on every family."""
+    pdfs = realistic_family(kind, param, count=30)
+    cost = relative_cost(pdfs, [np.array(naive_quantize(list(p), 12)) for p in pdfs])
+    assert cost > 1e-3
