@@ -16,8 +16,11 @@ Timed, best of 3 repeats, JIT warmed first:
 (a) constriction: ``constriction.stream.queue.RangeEncoder`` / ``RangeDecoder``
     with the batched family ``constriction.stream.model.Categorical(perfect=False)``,
     one ``encode``/``decode`` call per batch with the 2-D float32 pdf array;
-(b) ours: one ``@njit`` loop per batch calling ``quantize_into`` + ``encode_symbol``
-    (decode: ``quantize_into`` + ``decode_symbol``), from the same float32 pdfs;
+(b) ours: one ``@njit`` loop per batch, as a fused predictor loop runs it:
+    ``quantize_interval`` + ``encode_interval`` (decode: ``decoder_target`` +
+    ``quantize_search`` + ``decode_interval``), from the same float32 pdfs;
+(b') ours with the whole CDF built per symbol: ``quantize_into`` + ``encode_symbol``
+    (decode: ``quantize_into`` + ``decode_symbol``, a binary search);
 (c) ours, coder only: the CDFs quantized beforehand (untimed).
 
 Both coders must round-trip.  Sizes are compared with the ideal code length of
@@ -37,15 +40,18 @@ import numpy as np
 from numba import njit
 
 from lmc_ref.coder import (
+    decode_interval,
     decode_symbol,
     decoder_init,
+    decoder_target,
+    encode_interval,
     encode_symbol,
     encoder_finish,
     encoder_init,
     max_encoded_bytes,
 )
 from lmc_ref.constants import CDF_BITS
-from lmc_ref.quantize import quantize_into
+from lmc_ref.quantize import quantize_interval, quantize_into, quantize_search
 
 N_SYMBOLS = 1_000_000
 BATCH = 100_000
@@ -76,6 +82,21 @@ def order2_model(symbols):
 
 @njit(cache=True)
 def ours_encode(pdfs, symbols, st, out):
+    for i in range(symbols.shape[0]):
+        lo, hi = quantize_interval(pdfs[i], symbols[i])
+        encode_interval(st, out, lo, hi)
+
+
+@njit(cache=True)
+def ours_decode(pdfs, st, data, res):
+    for i in range(res.shape[0]):
+        s, lo, hi = quantize_search(pdfs[i], decoder_target(st))
+        decode_interval(st, data, lo, hi)
+        res[i] = s
+
+
+@njit(cache=True)
+def full_cdf_encode(pdfs, symbols, st, out):
     cdf = np.empty(pdfs.shape[1] + 1, dtype=np.int64)
     for i in range(symbols.shape[0]):
         quantize_into(pdfs[i], cdf)
@@ -83,7 +104,7 @@ def ours_encode(pdfs, symbols, st, out):
 
 
 @njit(cache=True)
-def ours_decode(pdfs, st, data, res):
+def full_cdf_decode(pdfs, st, data, res):
     cdf = np.empty(pdfs.shape[1] + 1, dtype=np.int64)
     for i in range(res.shape[0]):
         quantize_into(pdfs[i], cdf)
@@ -125,7 +146,7 @@ def timed(fn, *args):
 def run_repeat(symbols, ctx, table, stats, batch=BATCH):
     """One pass over all batches; returns the seconds of each timed phase."""
     n = symbols.shape[0]
-    secs = dict.fromkeys(["c_enc", "c_dec", "o_enc", "o_dec", "q_enc", "q_dec"], 0.0)
+    secs = dict.fromkeys(["c_enc", "c_dec", "o_enc", "o_dec", "f_enc", "f_dec", "q_enc", "q_dec"], 0.0)
     family = constriction.stream.model.Categorical(perfect=False)
     batches = [(s, min(s + batch, n)) for s in range(0, n, batch)]
     sym32 = symbols.astype(np.int32)
@@ -134,6 +155,7 @@ def run_repeat(symbols, ctx, table, stats, batch=BATCH):
     c_enc = constriction.stream.queue.RangeEncoder()
     o_st, o_out = encoder_init(), np.zeros(max_encoded_bytes(n), dtype=np.uint8)
     q_st, q_out = encoder_init(), np.zeros(max_encoded_bytes(n), dtype=np.uint8)
+    f_st, f_out = encoder_init(), np.zeros(max_encoded_bytes(n), dtype=np.uint8)
     cdfs = np.empty((batch, K + 1), dtype=np.int64)  # [B, 257]
     ideal_q = ideal_f = 0.0
     for a, b in batches:
@@ -142,6 +164,8 @@ def run_repeat(symbols, ctx, table, stats, batch=BATCH):
         secs["c_enc"] += t
         t, _ = timed(ours_encode, pdfs, symbols[a:b], o_st, o_out)
         secs["o_enc"] += t
+        t, _ = timed(full_cdf_encode, pdfs, symbols[a:b], f_st, f_out)
+        secs["f_enc"] += t
         quantize_rows(pdfs, cdfs[: b - a])  # untimed
         t, _ = timed(coder_only_encode, cdfs[: b - a], symbols[a:b], q_st, q_out)
         secs["q_enc"] += t
@@ -154,11 +178,13 @@ def run_repeat(symbols, ctx, table, stats, batch=BATCH):
     t, o_len = timed(encoder_finish, o_st, o_out)
     secs["o_enc"] += t
     q_len = encoder_finish(q_st, q_out)
+    f_len = encoder_finish(f_st, f_out)
     o_payload, q_payload = o_out[:o_len].copy(), q_out[:q_len].copy()
     assert np.array_equal(o_payload, q_payload), "fused and coder-only streams differ"
+    assert np.array_equal(o_payload, f_out[:f_len]), "lazy and full-CDF streams differ"
 
     c_dec = constriction.stream.queue.RangeDecoder(c_words)
-    o_dst, q_dst = decoder_init(o_payload), decoder_init(q_payload)
+    o_dst, q_dst, f_dst = decoder_init(o_payload), decoder_init(q_payload), decoder_init(o_payload)
     res = np.empty(batch, dtype=np.int64)
     for a, b in batches:
         pdfs = table[ctx[a:b]]
@@ -168,6 +194,9 @@ def run_repeat(symbols, ctx, table, stats, batch=BATCH):
         t, _ = timed(ours_decode, pdfs, o_dst, o_payload, res[: b - a])
         secs["o_dec"] += t
         assert np.array_equal(res[: b - a], symbols[a:b]), "our round trip failed"
+        t, _ = timed(full_cdf_decode, pdfs, f_dst, o_payload, res[: b - a])
+        secs["f_dec"] += t
+        assert np.array_equal(res[: b - a], symbols[a:b]), "full-CDF round trip failed"
         quantize_rows(pdfs, cdfs[: b - a])
         t, _ = timed(coder_only_decode, cdfs[: b - a], q_dst, q_payload, res[: b - a])
         secs["q_dec"] += t
@@ -200,7 +229,8 @@ def main():
     print(f"symbols: {n:,} from enwik8_head, static order-2 model (+1 smoothing), batches of {BATCH:,}")
     print(f"{'':28s}{'encode sym/s':>16s}{'decode sym/s':>16s}")
     print(f"{'constriction Range+Categorical':28s}{rate['c_enc']:16,.0f}{rate['c_dec']:16,.0f}")
-    print(f"{'ours quantize_into+coder':28s}{rate['o_enc']:16,.0f}{rate['o_dec']:16,.0f}")
+    print(f"{'ours (lazy quantize+coder)':28s}{rate['o_enc']:16,.0f}{rate['o_dec']:16,.0f}")
+    print(f"{'ours (full CDF+coder)':28s}{rate['f_enc']:16,.0f}{rate['f_dec']:16,.0f}")
     print(f"{'ours coder only':28s}{rate['q_enc']:16,.0f}{rate['q_dec']:16,.0f}")
     print(f"speed-up vs constriction: encode {best['c_enc'] / best['o_enc']:.2f}x, "
           f"decode {best['c_dec'] / best['o_dec']:.2f}x (targets >= 1.5x)")
@@ -220,6 +250,8 @@ def main():
         "ours_decode_sym_per_s": round(rate["o_dec"]),
         "constriction_encode_sym_per_s": round(rate["c_enc"]),
         "constriction_decode_sym_per_s": round(rate["c_dec"]),
+        "full_cdf_encode_sym_per_s": round(rate["f_enc"]),
+        "full_cdf_decode_sym_per_s": round(rate["f_dec"]),
         "coder_only_encode_sym_per_s": round(rate["q_enc"]),
         "coder_only_decode_sym_per_s": round(rate["q_dec"]),
         "overhead_bits_per_symbol": overhead,

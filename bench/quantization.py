@@ -30,22 +30,20 @@ Families (the first 200,000 bytes of ``$LMC_REF_DATA/enwik8_head``):
   symbol): stand-ins for confident neural models (the paper's LMs reach about
   1 bit per byte or less on enwik).
 
-``lmc_ref.quantize`` is fixed at ``CDF_BITS``; ``quantizer_for(bits)`` recompiles
-the library's own ``quantize_into`` with another total (see there), so every
-width uses exactly the library's rule.  The last line printed is one JSON object.
+Every width uses exactly the library's rule, through
+``lmc_ref.quantize.quantize_units`` (``quantize_into`` with another total).  The last line printed is one JSON object.
 """
 
 import json
 import os
 import sys
-import types
 from pathlib import Path
 
 import numpy as np
 from numba import njit
 
 from lmc_ref.constants import CDF_BITS
-from lmc_ref.quantize import quantize, quantize_into
+from lmc_ref.quantize import quantize, quantize_units
 
 BITS = (12, 14, 16, 18, 20, 22, 24)
 N_SYMBOLS = 200_000
@@ -53,39 +51,20 @@ BATCH = 20_000
 K = 256
 
 
-def quantizer_for(bits):
-    """``lmc_ref.quantize.quantize_into`` recompiled with a total of 2**bits.
-
-    The library kernel reads the total from the module global ``CDF_TOTAL``;
-    this builds a copy of the same Python function whose globals say
-    ``CDF_TOTAL = 2**bits`` and JIT-compiles it.  So every width uses exactly
-    the library's rule (summation order included), and ``lmc_ref/quantize.py``
-    is left untouched.  ``check_quantizer`` compares it with ``quantize`` at CDF_BITS.
-    """
-    if bits not in _QUANTIZERS:
-        py = quantize_into.py_func
-        glb = dict(py.__globals__, CDF_TOTAL=1 << bits)
-        clone = types.FunctionType(py.__code__, glb, py.__name__, py.__defaults__, py.__closure__)
-        _QUANTIZERS[bits] = njit(clone)
-    return _QUANTIZERS[bits]
-
-
-_QUANTIZERS = {}
-
-
-@njit
-def _quantize_rows(quantizer, pdfs, freqs):
+@njit(cache=True)
+def _quantize_rows(pdfs, freqs, units):
     cdf = np.empty(pdfs.shape[1] + 1, dtype=np.int64)
     for r in range(pdfs.shape[0]):
-        quantizer(pdfs[r], cdf)
+        quantize_units(pdfs[r], cdf, units)
         for s in range(pdfs.shape[1]):
             freqs[r, s] = cdf[s + 1] - cdf[s]
 
 
 def quantize_rows(pdfs, bits):
-    """Integer frequencies [B, K] of each row of ``pdfs`` [B, K], total 2**bits."""
+    """Integer frequencies [B, K] of each row of ``pdfs`` [B, K], total 2**bits, by the
+    library's own rule (``lmc_ref.quantize.quantize_units``)."""
     freqs = np.empty(pdfs.shape, dtype=np.int64)
-    _quantize_rows(quantizer_for(bits), np.ascontiguousarray(pdfs), freqs)
+    _quantize_rows(np.ascontiguousarray(pdfs), freqs, 1 << bits)
     return freqs
 
 

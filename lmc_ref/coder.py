@@ -65,20 +65,20 @@ def max_encoded_bytes(n_symbols, bits_per_symbol=CDF_BITS + 2):
 # ---------------------------------------------------------------- encoder ----
 
 @njit(cache=True, inline="always")
-def _put_bits(out, pos, buf, nbits, bit, count):
-    """Append ``count`` copies of ``bit`` to the output, most significant bit of each byte first.
+def _put_bits(out, pos, buf, nbits, value, count):
+    """Append the low ``count`` (<= 32) bits of ``value``, most significant first.
 
-    The partial byte (``buf``, holding ``nbits`` bits) and the write position
-    ``pos`` travel as local variables, so the hot loop keeps them in registers.
+    ``buf`` holds the ``nbits`` (< 8) bits not yet written as a whole byte;
+    ``pos`` is the next byte of ``out``.  They travel as local variables, so
+    the hot loop keeps them in registers.
     """
-    for _ in range(count):
-        buf = (buf << 1) | bit
-        nbits += 1
-        if nbits == 8:
-            out[pos] = buf
-            pos += 1
-            buf = 0
-            nbits = 0
+    buf = (buf << count) | value
+    nbits += count
+    while nbits >= 8:
+        nbits -= 8
+        out[pos] = (buf >> nbits) & 0xFF
+        pos += 1
+    buf &= (1 << nbits) - 1
     return pos, buf, nbits
 
 
@@ -87,7 +87,12 @@ def _put_bits(out, pos, buf, nbits, bit, count):
 def _put_bit_plus_pending(out, pos, buf, nbits, pending, bit):
     """Emit a known bit, then the ``pending`` opposite bits owed by E3 expansions."""
     pos, buf, nbits = _put_bits(out, pos, buf, nbits, bit, 1)
-    return _put_bits(out, pos, buf, nbits, 1 - bit, pending)
+    opposite = 0 if bit else 0xFFFFFFFF
+    while pending > 0:
+        count = min(pending, 32)
+        pos, buf, nbits = _put_bits(out, pos, buf, nbits, opposite >> (32 - count), count)
+        pending -= count
+    return pos, buf, nbits
 # --8<-- [end:pending]
 
 
@@ -99,8 +104,49 @@ def encoder_init():
     return st
 
 
+# --8<-- [start:renormalise]
+@njit(cache=True, inline="always")
+def _leading_agreed_bits(low, high):
+    """How many E1/E2 steps apply: the number of leading bits where low and high agree."""
+    diff = low ^ high
+    n = 0
+    while n < CODER_PRECISION and (diff & (HALF >> np.uint64(n))) == np.uint64(0):
+        n += 1
+    return n
+
+
+@njit(cache=True, inline="always")
+def _underflow_bits(low, high, n):
+    """How many E3 steps follow ``n`` E1/E2 steps: after the shift, low reads 0 1 1 1...
+    and high reads 1 0 0 0... for that many bits below the top one."""
+    m = 0
+    while n + m + 1 < CODER_PRECISION:
+        bit = QUARTER >> np.uint64(n + m)  # bit 30 after shifting out n bits, then lower
+        if (low & bit) == np.uint64(0) or (high & bit) != np.uint64(0):
+            break
+        m += 1
+    return m
+
+
+@njit(cache=True, inline="always")
+def _shift_out(low, high, n):
+    """n E1/E2 doublings at once: drop the n agreed leading bits (high shifts in ones)."""
+    ones = (np.uint64(1) << np.uint64(n)) - np.uint64(1)
+    return (low << np.uint64(n)) & FULL, ((high << np.uint64(n)) & FULL) | ones
+
+
+@njit(cache=True, inline="always")
+def _expand_middle(low, high, m):
+    """m E3 doublings at once: keep the top bit, drop the m bits below it."""
+    ones = (np.uint64(1) << np.uint64(m)) - np.uint64(1)
+    low = (low << np.uint64(m)) & (HALF - np.uint64(1))
+    high = ((high << np.uint64(m)) & (HALF - np.uint64(1))) | HALF | ones
+    return low, high
+# --8<-- [end:renormalise]
+
+
 # --8<-- [start:encode_interval]
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _encode_interval(st, out, c_lo, c_hi, total_bits):
     """Narrow [low, high] to the sub-interval [c_lo, c_hi) of a total of 2**total_bits."""
     low = st[E_LOW]
@@ -108,33 +154,26 @@ def _encode_interval(st, out, c_lo, c_hi, total_bits):
     rng = high - low + np.uint64(1)
     high = low + ((rng * np.uint64(c_hi)) >> np.uint64(total_bits)) - np.uint64(1)
     low = low + ((rng * np.uint64(c_lo)) >> np.uint64(total_bits))
-    if low < HALF <= high and not (low >= QUARTER and high < THREE_QUARTERS):
-        # Common case: the interval is still wide (> QUARTER), nothing to shift out.
+    # Renormalise.  E1/E2: the n leading bits on which low and high agree are
+    # decided; shift them out (the first one followed by the pending bits).
+    n = _leading_agreed_bits(low, high)
+    # E3: then m more doublings around the middle, while low = 01... and high = 10...
+    m = _underflow_bits(low, high, n)
+    if n == 0 and m == 0:  # common case: the interval is still wide, nothing to do
         st[E_LOW] = low
         st[E_HIGH] = high
         return
     pending = np.int64(st[E_PENDING])
     pos, buf, nbits = np.int64(st[E_POS]), np.int64(st[E_BITBUF]), np.int64(st[E_NBITS])
-    # Renormalise: shift out every bit on which low and high agree.
-    while True:
-        if high < HALF:  # both in the lower half: the next bit is 0
-            pos, buf, nbits = _put_bit_plus_pending(out, pos, buf, nbits, pending, 0)
-            pending = 0
-        elif low >= HALF:  # both in the upper half: the next bit is 1
-            pos, buf, nbits = _put_bit_plus_pending(out, pos, buf, nbits, pending, 1)
-            pending = 0
-            low -= HALF
-            high -= HALF
-        elif low >= QUARTER and high < THREE_QUARTERS:
-            # Underflow (E3): the interval straddles the middle and is small.
-            # Expand around the middle; the bit is decided later (pending).
-            pending += 1
-            low -= QUARTER
-            high -= QUARTER
-        else:
-            break
-        low = low << np.uint64(1)
-        high = (high << np.uint64(1)) | np.uint64(1)
+    if n > 0:
+        pos, buf, nbits = _put_bit_plus_pending(out, pos, buf, nbits, pending, np.int64(low >> np.uint64(31)))
+        pending = 0
+        rest = np.int64(low >> np.uint64(32 - n)) & ((1 << (n - 1)) - 1)  # the other n - 1 agreed bits
+        pos, buf, nbits = _put_bits(out, pos, buf, nbits, rest, n - 1)
+        low, high = _shift_out(low, high, n)
+    if m > 0:
+        pending += m  # their bits are decided later, as the opposite of the next known bit
+        low, high = _expand_middle(low, high, m)
     st[E_LOW] = low
     st[E_HIGH] = high
     st[E_PENDING] = pending
@@ -144,14 +183,20 @@ def _encode_interval(st, out, c_lo, c_hi, total_bits):
 # --8<-- [end:encode_interval]
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def encode_symbol(st, out, cdf, symbol):
     """Encode ``symbol`` with the integer CDF ``cdf`` (total ``2**CDF_BITS``)."""
     _encode_interval(st, out, cdf[symbol], cdf[symbol + 1], CDF_BITS)
 
 
+@njit(cache=True, inline="always")
+def encode_interval(st, out, lo, hi):
+    """Encode a symbol given only its bounds ``cdf[s], cdf[s+1]`` (see ``quantize_interval``)."""
+    _encode_interval(st, out, lo, hi, CDF_BITS)
+
+
 # --8<-- [start:encode_bit]
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def encode_bit(st, out, bit, p1):
     """Encode one ``bit`` given P(bit = 1) = p1 / 2**BIT_PROB_BITS, 0 < p1 < 2**16.
 
@@ -188,12 +233,19 @@ def encoder_finish(st, out):
 # ---------------------------------------------------------------- decoder ----
 
 @njit(cache=True, inline="always")
-def _get_bit(data, pos):
-    """Input bit number ``pos``; reading past the end gives zeros (the encoder's padding)."""
-    byte_index = pos >> 3
-    if byte_index >= data.shape[0]:
-        return np.uint64(0)
-    return np.uint64((data[byte_index] >> (7 - (pos & 7))) & 1)
+def _get_bits(data, pos, count):
+    """``count`` (<= 32) input bits starting at bit ``pos``, as an integer, most
+    significant first; reading past the end gives zeros (the encoder's padding)."""
+    value = np.uint64(0)
+    while count > 0:
+        index = pos >> 3
+        byte = np.uint64(data[index]) if index < data.shape[0] else np.uint64(0)
+        take = min(8 - (pos & 7), count)
+        chunk = (byte >> np.uint64(8 - (pos & 7) - take)) & np.uint64((1 << take) - 1)
+        value = (value << np.uint64(take)) | chunk
+        pos += take
+        count -= take
+    return value
 
 
 @njit(cache=True)
@@ -201,16 +253,13 @@ def decoder_init(data):
     """A decoder state positioned at the start of ``data`` (a uint8 array)."""
     st = np.zeros(D_SIZE, dtype=np.uint64)
     st[D_HIGH] = FULL
-    value = np.uint64(0)
-    for pos in range(CODER_PRECISION):
-        value = (value << np.uint64(1)) | _get_bit(data, pos)
-    st[D_VALUE] = value
+    st[D_VALUE] = _get_bits(data, 0, CODER_PRECISION)
     st[D_BITPOS] = CODER_PRECISION
     return st
 
 
 # --8<-- [start:decode_target]
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _decode_target(st, total_bits):
     """The cumulative count c with cdf[s] <= c < cdf[s+1] for the coded symbol s."""
     rng = st[D_HIGH] - st[D_LOW] + np.uint64(1)
@@ -220,42 +269,36 @@ def _decode_target(st, total_bits):
 
 
 # --8<-- [start:decode_interval]
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _decode_interval(st, data, c_lo, c_hi, total_bits):
     """Mirror of ``_encode_interval``: same arithmetic, bits read instead of written."""
     low = st[D_LOW]
     high = st[D_HIGH]
-    value = st[D_VALUE]
-    pos = np.int64(st[D_BITPOS])
     rng = high - low + np.uint64(1)
     high = low + ((rng * np.uint64(c_hi)) >> np.uint64(total_bits)) - np.uint64(1)
     low = low + ((rng * np.uint64(c_lo)) >> np.uint64(total_bits))
-    while True:
-        if high < HALF:
-            pass
-        elif low >= HALF:
-            low -= HALF
-            high -= HALF
-            value -= HALF
-        elif low >= QUARTER and high < THREE_QUARTERS:
-            low -= QUARTER
-            high -= QUARTER
-            value -= QUARTER
-        else:
-            break
-        low = low << np.uint64(1)
-        high = (high << np.uint64(1)) | np.uint64(1)
-        value = (value << np.uint64(1)) | _get_bit(data, pos)
-        pos += 1
+    n = _leading_agreed_bits(low, high)
+    m = _underflow_bits(low, high, n)
+    if n > 0 or m > 0:
+        value = st[D_VALUE]
+        pos = np.int64(st[D_BITPOS])
+        if n > 0:  # value shares the n agreed bits: shift them out, read n new ones
+            low, high = _shift_out(low, high, n)
+            value = ((value << np.uint64(n)) & FULL) | _get_bits(data, pos, n)
+            pos += n
+        if m > 0:  # value reads 01... or 10... like low and high: keep its top bit, drop m below
+            low, high = _expand_middle(low, high, m)
+            value = (value & HALF) | ((value << np.uint64(m)) & (HALF - np.uint64(1))) | _get_bits(data, pos, m)
+            pos += m
+        st[D_VALUE] = value
+        st[D_BITPOS] = pos
     st[D_LOW] = low
     st[D_HIGH] = high
-    st[D_VALUE] = value
-    st[D_BITPOS] = pos
 # --8<-- [end:decode_interval]
 
 
 # --8<-- [start:decode_symbol]
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def decode_symbol(st, data, cdf):
     """Decode one symbol coded with the integer CDF ``cdf``.
 
@@ -279,7 +322,19 @@ def decode_symbol(st, data, cdf):
 # --8<-- [end:decode_symbol]
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
+def decoder_target(st):
+    """The cumulative count that identifies the next symbol (for ``quantize_search``)."""
+    return np.int64(_decode_target(st, CDF_BITS))
+
+
+@njit(cache=True, inline="always")
+def decode_interval(st, data, lo, hi):
+    """Consume the symbol whose bounds ``lo <= decoder_target(st) < hi`` were found."""
+    _decode_interval(st, data, lo, hi, CDF_BITS)
+
+
+@njit(cache=True, inline="always")
 def decode_bit(st, data, p1):
     """Decode one bit coded by ``encode_bit`` with the same ``p1``."""
     split = BIT_PROB_ONE - p1

@@ -14,16 +14,15 @@ CHUNK_SIZE = 2048
 CODER_PRECISION = 32
 
 # Total of every quantized CDF is 2**CDF_BITS.  Chosen by measurement
-# (bench/quantization.py, 256 symbols each given a frequency of at least 1):
-# for a confident model (softmax of N(0, 8**2) logits, 1.07 bit/symbol, the
-# regime of the paper's language models) 2**16 costs 0.46 % over the float
-# model's ideal length, 2**20 0.027 % and 2**24 0.0016 %; for n-gram models of
-# enwik8 text (3.2-3.8 bit/byte) the realised difference is within 0.06 % at
-# 2**16 and 0.001 % at 2**24 (it can even be negative: the rounding remainder
-# goes to the most probable symbol).  24 bits is the largest value
-# for which every symbol interval is still at least 2**30 / 2**24 = 64 units
-# of the coder's range, which keeps the coder's own rounding loss below
-# 1e-6 bit/symbol on average (see the invariants in coder.py).
+# (`python bench/quantization.py`, 256 symbols each given a frequency of at
+# least 1, 200,000 symbols per family): for a confident model (softmax of
+# N(0, 8**2) logits, 1.07 bit/symbol, the regime of the paper's language models)
+# 2**16 costs 0.49 % over the float model's ideal length, 2**20 0.030 % and
+# 2**24 0.0018 %; for order-2/3 models of enwik8 text (3.2-3.8 bit/byte) the
+# realised difference at 2**24 is within 0.0008 % either way.  24 bits is the
+# largest value for which every symbol interval is still at least
+# 2**30 / 2**24 = 64 units of the coder's range, which keeps the coder's own
+# rounding loss below 1e-6 bit/symbol on average (see the invariants in coder.py).
 CDF_BITS = 24
 CDF_TOTAL = 1 << CDF_BITS
 

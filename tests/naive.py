@@ -116,15 +116,16 @@ class NaiveDecoder:
         return 0
 
 
-def _sum4(values):
-    """Four interleaved running sums combined pairwise: the summation order of the rule."""
-    lanes = [0.0, 0.0, 0.0, 0.0]
-    m = len(values) - len(values) % 4
+def _sum8(values):
+    """Eight interleaved running sums combined pairwise: the summation order of the rule."""
+    lanes = [0.0] * 8
+    m = len(values) - len(values) % 8
     for i in range(m):
-        lanes[i % 4] += values[i]
+        lanes[i % 8] += values[i]
     for i in range(m, len(values)):
         lanes[0] += values[i]
-    return (lanes[0] + lanes[1]) + (lanes[2] + lanes[3])
+    a = lanes
+    return ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7]))
 
 
 def naive_quantize(pdf, total_bits):
@@ -134,26 +135,17 @@ def naive_quantize(pdf, total_bits):
     n = len(pdf)
     total = 1 << total_bits
     spare = total - n
-    values = [float(p) for p in pdf]
-    usable = [p if (p > 0 and p != math.inf) else 0.0 for p in values]
-    # Fast path when no entry has its sign bit set and the raw sum is finite;
-    # otherwise the same sum over usable entries.  Both give the same total
-    # whenever both apply, so the split is only a speed matter in the kernel.
-    s = _sum4(values)
-    clean = all(math.copysign(1.0, p) > 0 for p in values) and s < math.inf
-    if not clean:
-        s = _sum4(usable)
+    usable = [float(p) if (p > 0 and p != math.inf) else 0.0 for p in pdf]
+    s = _sum8(usable)
     if not (0 < s < math.inf):
         floors = [spare // n] * n
-    else:
-        scale = spare / s
-        if scale < math.inf:
-            floors = [int(p * scale) for p in usable]
-        else:  # subnormal total
-            floors = [int(p / s * spare) for p in usable]
-    best = max(range(n), key=lambda i: (floors[i], -i))
-    freqs = [1 + f for f in floors]
-    freqs[best] += total - sum(freqs)
+    elif spare / s < math.inf:
+        floors = [int(p * (spare / s)) for p in usable]
+    else:  # subnormal total
+        floors = [int(p / s * spare) for p in usable]
+    rem = spare - sum(floors)
+    assert 0 <= rem <= n
+    freqs = [1 + f + (1 if i < rem else 0) for i, f in enumerate(floors)]
     cdf = [0]
     for f in freqs:
         cdf.append(cdf[-1] + f)

@@ -12,16 +12,19 @@ from lmc_ref.coder import (
     ArithmeticDecoder,
     ArithmeticEncoder,
     decode_bit,
+    decode_interval,
     decode_symbol,
     decoder_init,
+    decoder_target,
     encode_bit,
+    encode_interval,
     encode_symbol,
     encoder_finish,
     encoder_init,
     max_encoded_bytes,
 )
 from lmc_ref.constants import BIT_PROB_BITS, BIT_PROB_ONE, CDF_BITS, CDF_TOTAL, CODER_PRECISION
-from lmc_ref.quantize import quantize, quantize_into
+from lmc_ref.quantize import quantize, quantize_interval, quantize_into, quantize_search
 from naive import NaiveDecoder, NaiveEncoder
 
 # ------------------------------------------------------------- strategies ----
@@ -325,3 +328,35 @@ def test_kernels_callable_from_njit(seed, n, k):
         cdf_rows = np.stack([quantize(p) for p in pdfs])
         nbytes = _encode_rows(cdf_rows, symbols, out)
         assert out[:nbytes].tobytes() == encode_api([o for o in ops if o[0] == "s"])
+
+
+@njit(cache=False)
+def _lazy_encode(pdfs, symbols, out):
+    """The fused-loop pattern: quantize only the coded symbol's interval."""
+    st_ = encoder_init()
+    for i in range(symbols.shape[0]):
+        lo, hi = quantize_interval(pdfs[i], symbols[i])
+        encode_interval(st_, out, lo, hi)
+    return encoder_finish(st_, out)
+
+
+@njit(cache=False)
+def _lazy_decode(data, pdfs, symbols_out):
+    st_ = decoder_init(data)
+    for i in range(symbols_out.shape[0]):
+        s, lo, hi = quantize_search(pdfs[i], decoder_target(st_))
+        decode_interval(st_, data, lo, hi)
+        symbols_out[i] = s
+
+
+@given(st.integers(0, 2**32 - 1), st.integers(0, 300), st.integers(1, 256))
+def test_lazy_interval_kernels_match_full_cdf_coding(seed, n, k):
+    rng = np.random.default_rng(seed)
+    pdfs = rng.dirichlet(np.full(k, 0.2), size=n)  # [n, k]
+    symbols = np.array([rng.choice(k, p=p) for p in pdfs], dtype=np.int64) if n else np.zeros(0, np.int64)
+    out = np.zeros(max_encoded_bytes(n), dtype=np.uint8)
+    nbytes = _lazy_encode(pdfs, symbols, out)
+    assert out[:nbytes].tobytes() == encode_api([("s", quantize(p), int(s)) for p, s in zip(pdfs, symbols)])
+    back = np.empty(n, dtype=np.int64)
+    _lazy_decode(out[:nbytes].copy(), pdfs, back)
+    assert np.array_equal(back, symbols)

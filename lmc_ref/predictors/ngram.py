@@ -43,7 +43,7 @@ Two implementations produce identical bytes (tested):
 import numpy as np
 from numba import njit
 
-from ..coder import decoder_init, encoder_finish, encoder_init, max_encoded_bytes
+from ..coder import E_PENDING, E_POS, decoder_init, encoder_finish, encoder_init, max_encoded_bytes
 from .base import Predictor, int_param, register, reject_unknown
 from .ngram_kernels import HASH_MUL, HEADER, MIX_MUL, _code_block
 
@@ -239,8 +239,11 @@ class NGramPredictor(Predictor):
         n = hist.shape[0]
         for start in range(0, n, BLOCK):
             end = min(n, start + BLOCK)
-            if not decode and buf.shape[0] - int(st[5]) < max_encoded_bytes(end - start):
-                grown = np.zeros(2 * buf.shape[0] + max_encoded_bytes(end - start), np.uint8)
+            # Room for this block, plus the pending E3 bits it may have to flush.
+            if not decode:
+                need = int(st[E_POS]) + max_encoded_bytes(end - start) + (int(st[E_PENDING]) + 7) // 8
+            if not decode and need > buf.shape[0]:
+                grown = np.zeros(2 * need, np.uint8)
                 grown[: buf.shape[0]] = buf
                 buf = grown
             _code_block(hist, start, end, decode, self.order, self.mem, self._pool, self._dense, self._offsets,
@@ -255,8 +258,9 @@ class NGramPredictor(Predictor):
         buf = np.zeros(max_encoded_bytes(min(data.shape[0], BLOCK)), np.uint8)
         hist = np.array(data, dtype=np.uint8)  # a writable copy: one compiled kernel serves both directions
         buf = self._run(hist, False, st, buf, no_payload, progress)
-        if buf.shape[0] - int(st[5]) < max_encoded_bytes(0):
-            buf = np.concatenate([buf, np.zeros(max_encoded_bytes(0), np.uint8)])
+        need = int(st[E_POS]) + max_encoded_bytes(0) + (int(st[E_PENDING]) + 7) // 8
+        if need > buf.shape[0]:
+            buf = np.concatenate([buf, np.zeros(need - buf.shape[0], np.uint8)])
         return buf[: encoder_finish(st, buf)].tobytes()
 
     def fused_decode(self, payload, length, progress=None):

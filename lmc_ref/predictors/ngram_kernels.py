@@ -15,15 +15,15 @@ order-1 context (see ``_predict``).
 import numpy as np
 from numba import njit
 
-from ..coder import decode_symbol, encode_symbol
-from ..quantize import quantize_into
+from ..coder import decode_interval, decoder_target, encode_interval
+from ..quantize import quantize_interval, quantize_search
 
 HEADER = 4                # slot words: check, total n, distinct u, n1 | n2 << 16
 HASH_MUL = 0x9E3779B97F4A7C15
 MIX_MUL = 0xBF58476D1CE4E5B9
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _locate(hist, i, order, mem, offsets, widths, slot_pos, checks):
     """Slot position and check value of every order's context at position ``i``.
 
@@ -51,7 +51,7 @@ def _locate(hist, i, order, mem, offsets, widths, slot_pos, checks):
 
 
 # --8<-- [start:predict]
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _predict(pool, dense, prev, kmax, slot_pos, checks, disc, bonus, weights, pdf):
     """Write the blended next-byte distribution into ``pdf`` (see module docstring).
 
@@ -94,7 +94,7 @@ def _predict(pool, dense, prev, kmax, slot_pos, checks, disc, bonus, weights, pd
 # --8<-- [end:predict]
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _refresh_dense(pool, p, row, disc, s, where):
     """Bring a dense row up to date after ``_count`` changed byte ``s`` of the slot at ``p``.
 
@@ -113,7 +113,7 @@ def _refresh_dense(pool, p, row, disc, s, where):
         row[v & 255] = c - disc[min(c, 3) - 1]
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _count(pool, p, width, s, limit):
     """Add one occurrence of byte ``s`` to the slot at ``p``.
 
@@ -181,7 +181,7 @@ def _count(pool, p, width, s, limit):
 
 
 # --8<-- [start:update]
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _update(pool, dense, prev, kmax, slot_pos, checks, widths, disc, s, limit):
     """Count byte ``s`` from the highest order down to the first that already knew it."""
     for k in range(kmax, -1, -1):
@@ -209,7 +209,6 @@ def _code_block(hist, start, end, decode, order, mem, pool, dense, offsets, widt
     same code either way, which is what keeps encoder and decoder in step.
     """
     pdf = np.empty(256)
-    cdf = np.empty(257, np.int64)
     slot_pos = np.zeros(order + 1, np.int64)
     checks = np.zeros(order + 1, np.uint32)
     weights = np.zeros(order + 1)
@@ -217,12 +216,14 @@ def _code_block(hist, start, end, decode, order, mem, pool, dense, offsets, widt
         kmax = _locate(hist, i, order, mem, offsets, widths, slot_pos, checks)
         prev = np.int64(hist[i - 1]) if i > 0 else 0
         _predict(pool, dense, prev, kmax, slot_pos, checks, disc, bonus, weights, pdf)
-        quantize_into(pdf, cdf)
+        # Quantize lazily: only the coded symbol's bounds, never the whole CDF.
         if decode:
-            s = decode_symbol(st, payload, cdf)
+            s, lo, hi = quantize_search(pdf, decoder_target(st))
+            decode_interval(st, payload, lo, hi)
             hist[i] = s
         else:
-            s = hist[i]
-            encode_symbol(st, buf, cdf, s)
+            s = np.int64(hist[i])
+            lo, hi = quantize_interval(pdf, s)
+            encode_interval(st, buf, lo, hi)
         _update(pool, dense, prev, kmax, slot_pos, checks, widths, disc, s, limit)
 # --8<-- [end:code_block]
