@@ -27,6 +27,8 @@ def encode_readable(predictor, data):
     """The paper's loop, one symbol at a time: predict, quantize, encode, update."""
     predictor.reset()
     encoder = ArithmeticEncoder()
+    if predictor.bitwise:
+        return _encode_bits_readable(predictor, data, encoder)
     for symbol in data:
         cdf = quantize(predictor.predict())  # floats -> integers, identically in the decoder
         encoder.encode(cdf, int(symbol))
@@ -39,12 +41,35 @@ def decode_readable(predictor, payload, length):
     predictor.reset()
     decoder = ArithmeticDecoder(payload)
     out = np.empty(length, dtype=np.uint8)
+    if predictor.bitwise:
+        return _decode_bits_readable(predictor, decoder, out)
     for i in range(length):
         cdf = quantize(predictor.predict())
         out[i] = decoder.decode(cdf)
         predictor.update(int(out[i]))
     return out
 # --8<-- [end:predictive_loop]
+
+
+def _encode_bits_readable(predictor, data, encoder):
+    """Bitwise predictors: each byte is 8 binary decisions, most significant bit first."""
+    for symbol in data:
+        for k in range(7, -1, -1):
+            bit = (int(symbol) >> k) & 1
+            encoder.encode_bit(bit, predictor.predict_bit())
+            predictor.update_bit(bit)
+    return encoder.finish()
+
+
+def _decode_bits_readable(predictor, decoder, out):
+    for i in range(out.shape[0]):
+        byte = 0
+        for _ in range(8):
+            bit = decoder.decode_bit(predictor.predict_bit())
+            predictor.update_bit(bit)
+            byte = (byte << 1) | bit
+        out[i] = byte
+    return out
 
 
 def _progress_bar(length, progress, desc):

@@ -57,6 +57,21 @@ class Predictor(ABC):
         """Condition the model on the symbol that actually occurred."""
 # --8<-- [end:protocol]
 
+    # Bitwise predictors (context mixing) code each byte as 8 binary decisions,
+    # most significant bit first, through the coder's binary interface.  They set
+    # ``bitwise = True`` and implement ``predict_bit`` / ``update_bit``; their
+    # ``predict`` still returns a byte pdf (the product of the bit probabilities
+    # along the 8-bit tree) for evaluation and sampling.
+    bitwise = False
+
+    def predict_bit(self) -> int:
+        """P(next bit = 1) as an integer in (0, 2**16), for bitwise predictors."""
+        raise NotImplementedError(f"{type(self).__name__} is not a bitwise predictor")
+
+    def update_bit(self, bit: int) -> None:
+        """Condition a bitwise predictor on the bit that occurred."""
+        raise NotImplementedError(f"{type(self).__name__} is not a bitwise predictor")
+
     # Optional fast paths.  A predictor that implements them must produce the
     # same payload bytes as the readable predict/quantize/encode loop.
     def fused_encode(self, data, progress=None):
