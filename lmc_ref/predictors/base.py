@@ -38,6 +38,10 @@ class Predictor(ABC):
     model_hash = b""
     #: Numeric backend whose outputs this model's files depend on.
     backend = "cpu"
+    #: Bytes a decoder must hold besides the file (the adjusted rate adds them):
+    #: 2 per parameter for neural models, stored tables for pretrained count
+    #: models, 0 for purely adaptive ones.
+    model_bytes = 0
 
     @property
     @abstractmethod

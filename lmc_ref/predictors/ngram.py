@@ -45,7 +45,7 @@ from numba import njit
 
 from ..coder import E_PENDING, E_POS, decoder_init, encoder_finish, encoder_init, max_encoded_bytes
 from .base import Predictor, int_param, register, reject_unknown
-from .ngram_kernels import HASH_MUL, HEADER, MIX_MUL, _code_block
+from .ngram_kernels import HASH_MUL, HEADER, MIX_MUL, _code_block, _ideal_bits
 
 MAX_ORDER = 8
 DEFAULT_ORDER = 6
@@ -251,6 +251,13 @@ class NGramPredictor(Predictor):
             if progress is not None:
                 progress(end - start)
         return buf
+
+    def ideal_bits(self, data):
+        """-log2 of the model's probability of ``data`` (uint8 array), from an empty context."""
+        self.reset()
+        hist = np.array(data, dtype=np.uint8)
+        return float(_ideal_bits(hist, self.order, self.mem, self._pool, self._dense, self._offsets,
+                                 self._widths, self._disc, ESCAPE_BONUS, COUNT_LIMIT))
 
     def fused_encode(self, data, progress=None):
         st = encoder_init()

@@ -227,3 +227,22 @@ def _code_block(hist, start, end, decode, order, mem, pool, dense, offsets, widt
             encode_interval(st, buf, lo, hi)
         _update(pool, dense, prev, kmax, slot_pos, checks, widths, disc, s, limit)
 # --8<-- [end:code_block]
+
+
+@njit(cache=True)
+def _ideal_bits(hist, order, mem, pool, dense, offsets, widths, disc, bonus, limit):
+    """Sum of -log2 p(x_i | x_<i) under the float model (no coding): the ideal length
+    that evaluation reports beside the real one."""
+    pdf = np.empty(256)
+    slot_pos = np.zeros(order + 1, np.int64)
+    checks = np.zeros(order + 1, np.uint32)
+    weights = np.zeros(order + 1)
+    bits = 0.0
+    for i in range(hist.shape[0]):
+        kmax = _locate(hist, i, order, mem, offsets, widths, slot_pos, checks)
+        prev = np.int64(hist[i - 1]) if i > 0 else 0
+        _predict(pool, dense, prev, kmax, slot_pos, checks, disc, bonus, weights, pdf)
+        s = np.int64(hist[i])
+        bits -= np.log2(pdf[s] / pdf.sum())
+        _update(pool, dense, prev, kmax, slot_pos, checks, widths, disc, s, limit)
+    return bits
