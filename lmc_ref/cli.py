@@ -19,13 +19,14 @@ import stat
 import sys
 import tempfile
 import textwrap
+from pathlib import Path
 
 from . import __version__, compressors, container
 from .predictors import available
 from .predictors import base as _predictor_base
 
 SUFFIX = ".lmc"
-COMMANDS = ("compress", "decompress", "info")
+COMMANDS = ("compress", "decompress", "info", "reproduce")
 STDIN = "-"
 
 DESCRIPTION = """\
@@ -100,7 +101,38 @@ def build_parser():
     info = commands.add_parser("info", help="print the header of .lmc files",
                                description="Print the header fields of each .lmc FILE.")
     info.add_argument("files", nargs="+", metavar="FILE", help='.lmc file(s); "-" reads standard input')
+
+    rep = commands.add_parser(
+        "reproduce", help="reproduce the paper's Table 1 on the data available",
+        description="Evaluate classical compressors and lmc_ref's predictors on 2048-byte chunks of "
+                    "text (enwik8, or the prefix found), image patches, audio and random bytes, "
+                    "decoding and comparing every chunk, and write table1.json, table1.md and "
+                    "table1.png.  Data: --text FILE, else LMC_REF_DATA or the user cache; "
+                    "--images/--audio DIR, else LMC_REF_DATA/images and /audio when present.")
+    rep.add_argument("--quick", action="store_true",
+                     help="at most 1 MiB of text and 512 chunks per other modality (minutes on a laptop)")
+    rep.add_argument("--text", metavar="FILE", help="enwik8/enwik9 file (or a prefix of one)")
+    rep.add_argument("--images", metavar="DIR", help="folder of images (ImageNet layout or flat)")
+    rep.add_argument("--audio", metavar="DIR", help="folder of FLAC/WAV files at 16 kHz")
+    rep.add_argument("--out", metavar="DIR", default="results", help="output folder (default: %(default)s)")
+    rep.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
+    rep.add_argument("--no-verify", dest="verify", action="store_false",
+                     help="skip decoding and comparing (faster; figures are then unverified)")
+    rep.add_argument("--seed", type=int, default=0, help="seed of the random-bytes modality")
+    rep.add_argument("--download", action="store_true",
+                     help="if no enwik8 is found, download it (36 MB zip, checked) into the user cache")
     return parser
+
+
+def _reproduce(args):
+    from .experiments.table1 import reproduce
+
+    reproduce(outdir=args.out, text=args.text, images=args.images, audio=args.audio, quick=args.quick,
+              workers=args.workers, verify=args.verify, progress=sys.stderr.isatty(), seed=args.seed,
+              download=args.download,
+              log=lambda line: print(line, file=sys.stderr))
+    print((Path(args.out) / "table1.md").read_text(), end="")
+    return 0
 
 
 def _display(name):
@@ -265,6 +297,12 @@ def main(argv=None):
         if args.command is None:
             parser.print_help(sys.stderr)
             return 2
+        if args.command == "reproduce":
+            try:
+                return _reproduce(args)
+            except (ValueError, OSError) as exc:
+                _report("reproduce", exc)
+                return 1
         if args.command != "info":
             if args.output is not None and len(args.files) > 1:
                 parser.error("-o/--output needs exactly one FILE")

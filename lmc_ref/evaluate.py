@@ -68,59 +68,101 @@ def header_once(sizes, header_size):
 # --8<-- [end:header_once]
 
 
-def classical_rate(name, chunks, chunked=True, verify=True):
-    """Rate of the classical compressor ``name`` (a key of ``CLASSICAL``) on ``chunks``.
+def _measure(name, chunks, verify, ideal):
+    """Per-chunk sizes for one compressor: ``(sizes, header_size, ideal_bits or None)``.
 
-    ``chunked``: each chunk compressed alone, header counted once; otherwise the
-    concatenation is compressed as one stream.
+    ``name`` is a key of ``CLASSICAL`` or a predictor spec.  For predictors a
+    size is the chunk's arithmetic-coded payload and ``header_size`` the
+    ``.lmc`` header; for classical compressors ``header_size`` is the paper's
+    estimate ``len(compress(b"\x00"))``.  Runs in worker processes.
     """
-    comp = CLASSICAL[name]
-    chunks = [bytes(c) for c in chunks]
-    raw = sum(len(c) for c in chunks)
-    pieces = chunks if chunked else [b"".join(chunks)]
     sizes = []
-    for piece in pieces:
-        packed = comp.compress(piece)
-        if verify and comp.decompress(packed) != piece:
-            raise AssertionError(f"{name} did not round-trip a {len(piece)}-byte input")
-        sizes.append(len(packed))
-    total = header_once(sizes, len(comp.compress(b"\x00"))) if chunked else sizes[0]
-    return Rate(name, chunked, len(pieces), raw, total, verified=verify)
+    if name in CLASSICAL:
+        comp = CLASSICAL[name]
+        for chunk in chunks:
+            packed = comp.compress(chunk)
+            if verify and comp.decompress(packed) != chunk:
+                raise AssertionError(f"{name} did not round-trip a {len(chunk)}-byte input")
+            sizes.append(len(packed))
+        return sizes, len(comp.compress(b"\x00")), None
+    predictor = make_predictor(name)
+    header_size = 0
+    bits = 0.0 if ideal else None
+    for chunk in chunks:
+        blob = compress(chunk, name, progress=False)
+        _, payload = container.unpack(blob)
+        sizes.append(len(payload))
+        header_size = len(blob) - len(payload)
+        if verify and decompress(blob, progress=False) != chunk:
+            raise AssertionError(f"{name} did not round-trip a {len(chunk)}-byte input")
+        if bits is not None:
+            chunk_bits = ideal_code_length(predictor, chunk)
+            bits = None if chunk_bits is None else bits + chunk_bits
+    return sizes, header_size, bits
 
 
-def predictive_rate(spec, chunks, chunked=True, verify=True, ideal=True):
-    """Rate of an lmc_ref predictor on ``chunks``, each coded from an empty context.
+def _measure_job(job):
+    return _measure(*job)
 
-    Counts each chunk's payload plus one ``.lmc`` header; decodes and compares
-    every chunk when ``verify``; adds the float model's ideal length when the
-    predictor can report it (``ideal_bits``).
+
+def evaluate(name, chunks, chunked=True, verify=True, ideal=True, workers=1, progress=False):
+    """The rate of compressor ``name`` (a ``CLASSICAL`` key or a predictor spec) on ``chunks``.
+
+    ``chunked``: each chunk coded alone (predictors from an empty context), the
+    header counted once; otherwise the concatenation as one stream.  Chunks are
+    spread over ``workers`` processes; every chunk is decoded and compared
+    unless ``verify`` is false.
     """
-    predictor = make_predictor(spec)
     chunks = [bytes(c) for c in chunks]
     pieces = chunks if chunked else [b"".join(chunks)]
-    payload_total = 0
-    header_size = 0
-    ideal_bits = 0.0 if ideal else None
-    for piece in pieces:
-        blob = compress(piece, spec, progress=False)
-        _, payload = container.unpack(blob)
-        payload_total += len(payload)
-        header_size = len(blob) - len(payload)
-        if verify and decompress(blob, progress=False) != piece:
-            raise AssertionError(f"{spec} did not round-trip a {len(piece)}-byte input")
-        if ideal_bits is not None:
-            bits = ideal_code_length(predictor, piece)
-            ideal_bits = None if bits is None else ideal_bits + bits
-    return Rate(
-        predictor.spec,
-        chunked,
-        len(pieces),
-        sum(len(c) for c in chunks),
-        payload_total + header_size,
-        model_bytes=predictor.model_bytes,
-        ideal_bits=ideal_bits,
-        verified=verify,
-    )
+    batch = max(1, min(64, -(-len(pieces) // (4 * max(workers, 1)))))
+    jobs = [(name, pieces[i : i + batch], verify, ideal) for i in range(0, len(pieces), batch)]
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(pieces), unit="chunk", desc=f"{name}", leave=False)
+    results = []
+    if workers > 1 and len(jobs) > 1:
+        import multiprocessing as mp
+
+        with mp.get_context("fork").Pool(workers) as pool:
+            for result in pool.imap(_measure_job, jobs):
+                results.append(result)
+                if bar is not None:
+                    bar.update(len(result[0]))
+    else:
+        for job in jobs:
+            results.append(_measure_job(job))
+            if bar is not None:
+                bar.update(len(results[-1][0]))
+    if bar is not None:
+        bar.close()
+    sizes = [size for result in results for size in result[0]]
+    header_size = results[0][1] if results else 0
+    bits = [result[2] for result in results]
+    ideal_bits = None if (not results or any(b is None for b in bits)) else float(sum(bits))
+    if name in CLASSICAL:
+        label, model_bytes = name, 0
+        total = header_once(sizes, header_size) if chunked else sum(sizes)
+    else:
+        predictor = make_predictor(name)
+        label, model_bytes = predictor.spec, predictor.model_bytes
+        total = sum(sizes) + header_size  # every payload, one .lmc header
+    return Rate(label, chunked, len(pieces), sum(len(c) for c in chunks), total,
+                model_bytes=model_bytes, ideal_bits=ideal_bits, verified=verify)
+
+
+def classical_rate(name, chunks, chunked=True, verify=True, workers=1):
+    """``evaluate`` for a classical compressor (a key of ``CLASSICAL``)."""
+    if name not in CLASSICAL:
+        raise ValueError(f"unknown classical compressor {name!r}; available: {', '.join(CLASSICAL)}")
+    return evaluate(name, chunks, chunked, verify, ideal=False, workers=workers)
+
+
+def predictive_rate(spec, chunks, chunked=True, verify=True, ideal=True, workers=1):
+    """``evaluate`` for an lmc_ref predictor spec, each chunk from an empty context."""
+    return evaluate(make_predictor(spec).spec, chunks, chunked, verify, ideal, workers)
 
 
 def ideal_code_length(predictor, data):

@@ -1,0 +1,171 @@
+"""Table 1: compression rates per modality, classical compressors beside our predictors.
+
+``lmc-ref reproduce`` runs this module: it loads whatever data is available
+(text always; image patches, audio chunks when their folders exist; seeded
+random bytes), evaluates every compressor on 2048-byte chunks (and classical
+compressors also on the whole data), decodes and compares everything, and
+writes ``table1.json``, ``table1.md`` and ``table1.png``.
+"""
+
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+from .. import data
+from ..compressors import CLASSICAL
+from ..evaluate import evaluate
+from ..predictors import available
+
+#: The paper's Table 1, raw rates in % (2048-byte chunks unless "whole"):
+#: (text enwik9, image ImageNet, audio LibriSpeech, random), from shared/PAPER.md.
+PAPER = {
+    ("gzip", True): (48.1, 68.6, 38.5, 100.1),
+    ("lzma", True): (50.0, 62.4, 38.2, 100.0),
+    ("png_paper", True): (80.6, 61.7, 37.6, 103.2),
+    ("flac", True): (88.9, 60.9, 30.3, 107.2),
+    ("gzip", False): (32.3, 70.7, 36.4, 100.0),
+    ("lzma", False): (23.0, 57.9, 29.9, 100.0),
+    ("png_paper", False): (42.9, 58.5, 32.2, 100.0),
+    ("flac", False): (89.5, 61.9, 30.9, 107.8),
+    ("Transformer 200K", True): (30.9, 194.0, 146.6, 195.5),
+    ("Transformer 800K", True): (21.7, 185.1, 131.1, 200.1),
+    ("Transformer 3.2M", True): (17.0, 215.8, 228.2, 224.0),
+    ("Chinchilla 70B", True): (8.3, 48.0, 21.0, 100.8),
+}
+MODALITIES = ("text", "image", "audio", "random")
+CLASSICAL_ROWS = ("gzip", "lzma", "bzip2", "brotli", "zstd", "ppmd", "png_paper", "png", "flac")
+#: Predictors evaluated per chunk.  Small tables suffice for 2048-byte chunks.
+PREDICTOR_SPECS = {"ngram": "ngram:order=6,mem=16", "cm": "cm"}
+QUICK_CHUNKS = 512  # per modality in --quick (text keeps all of enwik8_head's 522)
+
+
+def load_modalities(text=None, images=None, audio=None, quick=False, seed=0, download=False):
+    """``{modality: (chunks, description)}`` for the data found.
+
+    ``text``: an enwik file (default: found by ``data.find_enwik``); ``images`` and
+    ``audio``: folders (default: ``$LMC_REF_DATA/images`` and ``/audio`` if present).
+    """
+    out = {}
+    found = data.find_enwik("enwik8", path=text, download=download)
+    raw = Path(found.path).read_bytes()
+    if quick and not found.is_prefix:
+        raw = raw[: 1 << 20]  # 1 MiB of text is plenty for a quick table
+    chunks = list(data.text_chunks(raw))
+    out["text"] = (chunks, found.describe() + ("; first 1 MiB (--quick)" if quick and not found.is_prefix else ""))
+    root = os.environ.get("LMC_REF_DATA")
+    for name, folder, loader in (("image", images, data.image_patches), ("audio", audio, data.audio_chunks)):
+        folder = folder or (Path(root) / ("images" if name == "image" else "audio") if root else None)
+        if folder is None or not Path(folder).is_dir():
+            continue
+        report = data.LoadReport()
+        items = list(loader(folder, report=report))
+        if quick:
+            items = items[:QUICK_CHUNKS]
+        out[name] = (items, f"{len(items)} chunks from {folder} ({report.files_read} files read, {len(report.skipped)} skipped)")
+    n_random = len(chunks) if not quick else min(len(chunks), QUICK_CHUNKS)
+    out["random"] = (list(data.random_chunks(n_random, seed=seed)), f"{n_random} chunks of seeded random bytes (seed {seed})")
+    return out
+
+
+def run(modalities, workers=None, verify=True, progress=True):
+    """Evaluate every row on every modality; returns a list of result dicts."""
+    workers = workers or os.cpu_count() or 1
+    rows = []
+    names = [(name, True) for name in CLASSICAL_ROWS] + [(name, False) for name in CLASSICAL_ROWS]
+    names += [(spec, True) for key, spec in PREDICTOR_SPECS.items() if key in available()]
+    for name, chunked in names:
+        for modality, (chunks, _) in modalities.items():
+            if not chunks:
+                continue
+            t0 = time.perf_counter()
+            rate = evaluate(name, chunks, chunked=chunked, verify=verify, workers=workers,
+                            progress=progress, ideal=name not in CLASSICAL)
+            rows.append({
+                "compressor": rate.compressor, "chunked": chunked, "modality": modality,
+                "chunks": rate.n_chunks, "raw_bytes": rate.raw_bytes,
+                "compressed_bytes": rate.compressed_bytes, "model_bytes": rate.model_bytes,
+                "rate": round(rate.rate, 3), "adjusted_rate": round(rate.adjusted_rate, 3),
+                "ideal_rate": None if rate.ideal_rate is None else round(rate.ideal_rate, 3),
+                "verified": rate.verified, "seconds": round(time.perf_counter() - t0, 2),
+            })
+    return rows
+
+
+def markdown(rows, modalities, meta):
+    """The table as Markdown: our rates, then the paper's for the rows it has."""
+    present = [m for m in MODALITIES if m in modalities]
+    lines = [f"# Table 1 (lmc_ref {meta['version']}, {meta['date']})", ""]
+    lines += [f"- {m}: {modalities[m][1]}" for m in present]
+    lines += ["", "Raw compression rate in % (compressed / raw); every figure decoded and compared. "
+              "Adaptive models store nothing, so their adjusted rate equals the raw rate.", ""]
+    lines.append("| compressor | chunks | " + " | ".join(present) + " |")
+    lines.append("|---|---|" + "---|" * len(present))
+    seen = []
+    for row in rows:
+        key = (row["compressor"], row["chunked"])
+        if key not in seen:
+            seen.append(key)
+    for name, chunked in seen:
+        cells = []
+        for m in present:
+            match = [r for r in rows if (r["compressor"], r["chunked"], r["modality"]) == (name, chunked, m)]
+            cells.append(f"{match[0]['rate']:.2f}" if match else "")
+        lines.append(f"| {name} | {'2048 B' if chunked else 'whole'} | " + " | ".join(cells) + " |")
+    lines += ["", "The paper's Table 1 (enwik9, ImageNet, LibriSpeech, random; 1 GB each):", ""]
+    lines.append("| compressor | chunks | text | image | audio | random |")
+    lines.append("|---|---|---|---|---|---|")
+    for (name, chunked), values in PAPER.items():
+        lines.append(f"| {name} | {'2048 B' if chunked else 'whole'} | " + " | ".join(f"{v:.1f}" for v in values) + " |")
+    lines += ["", "Transformer rows of our own need trained checkpoints (`lmc-ref train`, a later "
+              "issue); they are not in this table yet."]
+    return "\n".join(lines) + "\n"
+
+
+def bar_chart(rows, path):
+    """Grouped bars: chunked raw rate per modality for each compressor."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    chunked = [r for r in rows if r["chunked"]]
+    names = list(dict.fromkeys(r["compressor"] for r in chunked))
+    mods = [m for m in MODALITIES if any(r["modality"] == m for r in chunked)]
+    fig, ax = plt.subplots(figsize=(10, 4.5))
+    width = 0.8 / max(len(names), 1)
+    for i, name in enumerate(names):
+        values = [next((r["rate"] for r in chunked if r["compressor"] == name and r["modality"] == m), 0) for m in mods]
+        ax.bar([j + i * width for j in range(len(mods))], values, width, label=name)
+    ax.set_xticks([j + 0.4 - width / 2 for j in range(len(mods))], mods)
+    ax.axhline(100, color="gray", lw=0.8, ls="--")
+    ax.set_ylabel("raw rate, % (2048-byte chunks)")
+    ax.legend(fontsize=7, ncol=4)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def reproduce(outdir="results", text=None, images=None, audio=None, quick=False, workers=None,
+              verify=True, progress=True, seed=0, download=False, log=print):
+    """Run Table 1 and write ``table1.json``, ``table1.md``, ``table1.png`` into ``outdir``."""
+    from .. import __version__
+
+    modalities = load_modalities(text, images, audio, quick=quick, seed=seed, download=download)
+    for name, (chunks, description) in modalities.items():
+        log(f"{name}: {description}")
+    t0 = time.perf_counter()
+    rows = run(modalities, workers=workers, verify=verify, progress=progress)
+    meta = {
+        "version": __version__, "date": time.strftime("%Y-%m-%d"), "quick": quick,
+        "seconds": round(time.perf_counter() - t0, 1), "workers": workers or os.cpu_count(),
+        "machine": platform.platform(), "data": {k: v[1] for k, v in modalities.items()},
+    }
+    outdir = Path(outdir)
+    outdir.mkdir(parents=True, exist_ok=True)
+    (outdir / "table1.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
+    (outdir / "table1.md").write_text(markdown(rows, modalities, meta))
+    bar_chart(rows, outdir / "table1.png")
+    log(f"wrote {outdir / 'table1.json'}, {outdir / 'table1.md'}, {outdir / 'table1.png'} in {meta['seconds']} s")
+    return rows

@@ -1,0 +1,56 @@
+"""``lmc-ref reproduce`` end to end on a tiny data folder (text and random only)."""
+
+import json
+
+import pytest
+
+from lmc_ref.cli import main
+from lmc_ref.experiments import table1
+
+
+@pytest.fixture
+def tiny_data(tmp_path, enwik8_head, monkeypatch):
+    folder = tmp_path / "data"
+    folder.mkdir()
+    (folder / "enwik8_head").write_bytes(enwik8_head[: 3 * 2048 + 100])
+    monkeypatch.setenv("LMC_REF_DATA", str(folder))
+    monkeypatch.setattr(table1, "CLASSICAL_ROWS", ("gzip", "png_paper"))
+    monkeypatch.setattr(table1, "PREDICTOR_SPECS", {"ngram": "ngram:order=2,mem=10"})
+    return folder
+
+
+def test_reproduce_writes_json_markdown_and_chart(tiny_data, tmp_path, capsys):
+    out = tmp_path / "results"
+    assert main(["reproduce", "--quick", "--out", str(out), "--workers", "1"]) == 0
+    result = json.loads((out / "table1.json").read_text())
+    rows = result["rows"]
+    assert {r["modality"] for r in rows} == {"text", "random"}  # no image/audio folders here
+    assert {(r["compressor"], r["chunked"]) for r in rows} == {
+        ("gzip", True), ("gzip", False), ("png_paper", True), ("png_paper", False),
+        ("ngram:order=2,mem=10", True)}
+    assert all(r["verified"] for r in rows)
+    text_gzip = next(r for r in rows if (r["compressor"], r["chunked"], r["modality"]) == ("gzip", True, "text"))
+    assert text_gzip["chunks"] == 3 and text_gzip["raw_bytes"] == 3 * 2048
+    ngram = next(r for r in rows if r["compressor"].startswith("ngram") and r["modality"] == "text")
+    assert ngram["ideal_rate"] <= ngram["rate"] < 100
+    assert "a prefix" in result["meta"]["data"]["text"]
+    md = (out / "table1.md").read_text()
+    assert "| gzip | 2048 B |" in md and "Chinchilla 70B" in md
+    assert (out / "table1.png").stat().st_size > 1000
+    assert md in capsys.readouterr().out
+
+
+def test_reproduce_without_text_is_a_clean_error(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("LMC_REF_DATA", str(tmp_path))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    assert main(["reproduce", "--quick", "--out", str(tmp_path / "r")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("lmc-ref: reproduce:") and "Traceback" not in err
+
+
+def test_parallel_evaluation_equals_serial(enwik8_head):
+    from lmc_ref.evaluate import evaluate
+
+    chunks = [enwik8_head[i : i + 2048] for i in range(0, 8 * 2048, 2048)]
+    for name in ("gzip", "ngram:order=3,mem=10"):
+        assert evaluate(name, chunks, workers=2) == evaluate(name, chunks, workers=1)
