@@ -22,7 +22,7 @@ The rule, for a pdf of ``n`` entries and ``T = 2**CDF_BITS``:
 Properties (tested in ``tests/test_quantize.py``): every frequency >= 1, so
 nothing the model calls impossible can make the data uncodable; the total is
 exactly ``T``; the result is a pure function of the float input, computed with
-no fastmath and no library reduction whose order could change; and
+no fast-math compilation and no library reduction whose order could change; and
 ``freq_i >= p_i / total * (T - n)``, so quantization costs less than
 ``-log2(1 - n / T)`` bits per symbol (about 2.2e-5 for bytes at T = 2**24).
 
