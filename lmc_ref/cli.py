@@ -26,7 +26,7 @@ from .predictors import available
 from .predictors import base as _predictor_base
 
 SUFFIX = ".lmc"
-COMMANDS = ("compress", "decompress", "info", "reproduce")
+COMMANDS = ("compress", "decompress", "info", "reproduce", "experiment")
 STDIN = "-"
 
 DESCRIPTION = """\
@@ -121,7 +121,27 @@ def build_parser():
     rep.add_argument("--seed", type=int, default=0, help="seed of the random-bytes modality")
     rep.add_argument("--download", action="store_true",
                      help="if no enwik8 is found, download it (36 MB zip, checked) into the user cache")
+
+    exp = commands.add_parser(
+        "experiment", help="run one of the paper's experiments (context, ...)",
+        description="Run an experiment and write results/NAME.json plus its figure.  "
+                    "context: compression rate against chunk length (64 B ... 64 KiB) for gzip, "
+                    "LZMA2, brotli and lmc_ref's predictors, every chunk decoded and compared.")
+    exp.add_argument("name", choices=("context",), help="which experiment")
+    exp.add_argument("--quick", action="store_true", help="256 KiB of text instead of 8 MiB")
+    exp.add_argument("--text", metavar="FILE", help="enwik8 file (or a prefix of one)")
+    exp.add_argument("--out", metavar="DIR", default="results", help="output folder (default: %(default)s)")
+    exp.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
+
     return parser
+
+
+def _experiment(args):
+    from .experiments import context
+
+    context.experiment(outdir=args.out, text=args.text, quick=args.quick, workers=args.workers,
+                       progress=sys.stderr.isatty(), log=lambda line: print(line, file=sys.stderr))
+    return 0
 
 
 def _reproduce(args):
@@ -297,11 +317,11 @@ def main(argv=None):
         if args.command is None:
             parser.print_help(sys.stderr)
             return 2
-        if args.command == "reproduce":
+        if args.command in ("reproduce", "experiment"):
             try:
-                return _reproduce(args)
+                return _reproduce(args) if args.command == "reproduce" else _experiment(args)
             except (ValueError, OSError) as exc:
-                _report("reproduce", exc)
+                _report(args.command, exc)
                 return 1
         if args.command != "info":
             if args.output is not None and len(args.files) > 1:
