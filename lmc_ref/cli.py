@@ -123,12 +123,16 @@ def build_parser():
                      help="if no enwik8 is found, download it (36 MB zip, checked) into the user cache")
 
     exp = commands.add_parser(
-        "experiment", help="run one of the paper's experiments (context, ...)",
-        description="Run an experiment and write results/NAME.json plus its figure.  "
+        "experiment", help="run one of the paper's experiments (context, generate)",
+        description="Run an experiment and write results/NAME.json plus its figures.  "
                     "context: compression rate against chunk length (64 B ... 64 KiB) for gzip, "
-                    "LZMA2, brotli and lmc_ref's predictors, every chunk decoded and compared.")
-    exp.add_argument("name", choices=("context",), help="which experiment")
-    exp.add_argument("--quick", action="store_true", help="256 KiB of text instead of 8 MiB")
+                    "LZMA2, brotli and lmc_ref's predictors, every chunk decoded and compared.  "
+                    "generate: compressors as generative models - text, image and audio "
+                    "continuations sampled from gzip, LZMA2, brotli and lmc_ref's predictors.")
+    exp.add_argument("name", choices=("context", "generate"), help="which experiment")
+    exp.add_argument("--quick", action="store_true",
+                     help="context: 256 KiB of text instead of 8 MiB; generate: (always small)")
+    exp.add_argument("--seed", type=int, default=0, help="generate: sampling seed")
     exp.add_argument("--text", metavar="FILE", help="enwik8 file (or a prefix of one)")
     exp.add_argument("--out", metavar="DIR", default="results", help="output folder (default: %(default)s)")
     exp.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
@@ -137,10 +141,16 @@ def build_parser():
 
 
 def _experiment(args):
-    from .experiments import context
+    log = lambda line: print(line, file=sys.stderr)  # noqa: E731
+    if args.name == "context":
+        from .experiments import context
 
-    context.experiment(outdir=args.out, text=args.text, quick=args.quick, workers=args.workers,
-                       progress=sys.stderr.isatty(), log=lambda line: print(line, file=sys.stderr))
+        context.experiment(outdir=args.out, text=args.text, quick=args.quick, workers=args.workers,
+                           progress=sys.stderr.isatty(), log=log)
+    else:
+        from .experiments import generate
+
+        generate.experiment(outdir=args.out, text=args.text, quick=args.quick, seed=args.seed, log=log)
     return 0
 
 
