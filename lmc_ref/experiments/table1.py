@@ -37,7 +37,7 @@ PAPER = {
 MODALITIES = ("text", "image", "audio", "random")
 CLASSICAL_ROWS = ("gzip", "lzma", "bzip2", "brotli", "zstd", "ppmd", "png_paper", "png", "flac")
 #: Predictors evaluated per chunk.  Small tables suffice for 2048-byte chunks.
-PREDICTOR_SPECS = {"ngram": "ngram:order=6,mem=16", "cm": "cm"}
+PREDICTOR_SPECS = {"ngram": "ngram:order=6,mem=16", "cm": "cm:mem=16"}
 QUICK_CHUNKS = 512  # per modality in --quick (text keeps all of enwik8_head's 522)
 
 
