@@ -12,6 +12,7 @@ from lmc_ref.predictors import available, make_predictor
 # Small tables keep the tests light; every registered predictor must appear here.
 SPECS = {
     "ngram": ["ngram:order=0,mem=10", "ngram:order=2,mem=10", "ngram:order=6,mem=12"],
+    "cm": ["cm:mem=10", "cm:mem=16"],
 }
 
 SPECIAL_INPUTS = {

@@ -6,3 +6,4 @@ Importing this package registers every built-in predictor, so
 
 from .base import Predictor, available, make_predictor, parse_spec, register  # noqa: F401
 from . import ngram  # noqa: F401  (registers "ngram")
+from . import context_mixing  # noqa: F401  (registers "cm")

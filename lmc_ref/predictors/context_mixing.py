@@ -1,0 +1,400 @@
+"""Context mixing (CM): many small bit predictors, mixed by a learned logistic mixer.
+
+This is a bitwise model in the lpaq tradition.  Each byte is coded as 8
+binary decisions, most significant bit first; before each bit, every
+component below gives its own estimate of P(bit = 1), a *mixer* combines the
+estimates in the logistic domain with weights it learns online, and two
+*APM* stages correct what systematic error is left.  After the bit is known,
+every component learns from it.  Nothing is trained in advance: the model
+starts knowing nothing and adapts while it codes, exactly the same way in the
+encoder and in the decoder.
+
+The components, in the order they depend on each other (each class below
+says what it predicts and how it learns):
+
+1. ``squash`` / ``stretch``: the logistic function and its inverse, in integers;
+2. ``Counters``: adaptive probabilities, one per context slot;
+3. ``ContextModels``: orders 1, 2, 3, 4, 6 and two word models, hashed into tables;
+4. ``MatchModel``: the longest earlier occurrence of the recent bytes predicts the next bit;
+5. ``Mixer``: a gated logistic mixer (one weight set per partial byte);
+6. ``APM``: adaptive probability maps that refine the mixer's output;
+7. ``ContextMixingPredictor``: the whole model, behind the ``Predictor`` protocol.
+
+All arithmetic is integer (see ``context_mixing_kernels.py``), so the output is
+identical on every machine.  The classes here are the *readable path*: they
+call the kernels one step at a time.  ``fused_encode`` / ``fused_decode`` run
+the same kernels in one compiled loop (``code_block``) and emit the same bytes.
+"""
+
+import numpy as np
+
+from ..coder import E_PENDING, E_POS, decoder_init, encoder_finish, encoder_init, max_encoded_bytes
+from . import context_mixing_kernels as K
+from .base import Predictor, int_param, register, reject_unknown
+
+MIN_MEM, MAX_MEM, DEFAULT_MEM = 10, 25, 22
+
+# The readable path runs the kernels' plain-Python originals (``py_func``): the
+# same source, and on Python integers the same results, without the cost of a
+# compiled call for every small step.
+(counter_next, slot_next, history_index, match_context, clamp_dot, mixer_error, mixer_step, apm_knot, apm_interp,
+ apm_next, final_p, squash, apm1_context) = (f.py_func for f in (
+    K.counter_next, K.slot_next, K.history_index, K.match_context, K.clamp_dot, K.mixer_error, K.mixer_step,
+    K.apm_knot, K.apm_interp, K.apm_next, K.final_p, K.squash, K.apm1_context))
+BLOCK = 1 << 16           # fused path: bytes per compiled call (progress + buffer growth)
+
+
+def memory_bytes(mem):
+    """Bytes the model allocates for ``cm:mem=N`` (tables; the history of the input comes on top)."""
+    hashed = K.N_HASHED * 4 << mem                  # uint32 counters
+    match = 4 << (mem - 2)                          # int32 positions
+    apms = 2 * K.APM_ROWS * (65536 + 65536)       # uint16 knots
+    mixers = 4 * (K.MIXER_SETS + K.MIXER2_SETS) * K.N_INPUTS
+    fixed = apms + mixers + 4 * (256 + K.MATCH_COUNTERS + K.HISTORY_COUNTERS)
+    return hashed + match + fixed
+
+
+# --8<-- [start:counters]
+class Counters:
+    """An array of adaptive bit probabilities (what lpaq calls a StateMap).
+
+    Predicts: P(bit = 1) in the context that selects counter ``i``.
+    Learns: p += (bit - p) / (n + 1.5), where n counts the bits seen so far in
+    that context, up to a limit.  A young counter is thus the frequency of ones
+    so far; an old one an exponential moving average (it keeps adapting).
+    Each counter is one uint32: 22 bits of probability, 10 bits of count.
+    """
+
+    def __init__(self, size, limit):
+        self.t = np.full(size, 1 << 31, dtype=np.uint32)  # p = 1/2, n = 0
+        self.limit = limit
+
+    def p(self, i):
+        """12-bit probability of counter ``i``."""
+        return int(self.t[i]) >> 20
+
+    def update(self, i, bit):
+        self.t[i] = counter_next(int(self.t[i]), bit, self.limit)
+# --8<-- [end:counters]
+
+
+# --8<-- [start:context_models]
+class ContextModels:
+    """Order-1, 2, 3, 4, 6 and two word contexts, each hashed into its own table of slots.
+
+    Predicts: for each model, P(bit = 1) given its context (the last k bytes,
+    or the current word with the previous word or with the previous byte,
+    letters case-folded; see ``context_hashes``) and the bits of the current
+    byte seen so far, twice: *directly*, from the probability the slot has
+    learned, and *indirectly*, from the slot's bit history (how many zeros
+    and ones it saw, recent ones weighing more; see ``history_step``) through
+    a shared ``Counters`` map that learns what such a history predicts in all
+    of this model's contexts.  A context seen once or twice says little by its
+    own count, but "three ones and no zero" is a pattern the indirect map has
+    seen many times.
+    Learns: the slot's probability (like ``Counters``) and history, and the
+    indirect counter that was used.
+
+    A table is ``2**mem`` uint32 words, grouped in buckets of 16: a check word
+    and 15 slots, one per node of a nibble's bit tree (a slot: 16 bits of
+    probability, 8 of history, 8 of count).  At the start of each
+    nibble a bucket is chosen per model from the hash of (context, bits so far);
+    the next 4 bits then use counters in that one cache line.  A bucket found
+    with a different check word belongs to another context: it is reset (see
+    ``find_bucket``), so collisions cost statistics but never correctness.
+    """
+
+    def __init__(self, mem):
+        self.tables = np.zeros((K.N_HASHED, 1 << mem), dtype=np.uint32)  # pages are mapped lazily
+        self.bucket_bits = mem - 4
+        self.hashes = np.zeros(K.N_HASHED, dtype=np.uint64)
+        self.slots = np.zeros(K.N_HASHED, dtype=np.int64)
+        self.histories = Counters(K.HISTORY_COUNTERS, K.LIMIT_HISTORY)  # (model, bit position, history) -> p
+
+    def set_contexts(self, c4, c8, word, word_prev):
+        """New byte: hash the seven contexts (from the last 8 bytes and the word hashes)."""
+        K.context_hashes(self.hashes, c4, c8, word, word_prev)
+
+    def select_nibble(self, c0):
+        """New nibble: claim the bucket of (context, partial byte ``c0``) in every table."""
+        K.lookup_nibble(self.tables, self.hashes, c0, self.bucket_bits, self.slots, True)
+
+    def add_inputs(self, j, bitpos, x):
+        """Direct predictions into ``x[1:8]``, indirect ones into ``x[8:15]``; ``j`` is the
+        node of the nibble tree (1..15).  Returns how many models have seen their context (0..7).
+        """
+        known = 0
+        for k in range(K.N_HASHED):
+            v = int(self.tables[k, self.slots[k] + j])
+            x[1 + k] = K.STRETCH[v >> 20]
+            x[1 + K.N_HASHED + k] = K.STRETCH[self.histories.p(history_index(k, bitpos, v))]
+            known += (v & 255) > 0
+        return known
+
+    def update(self, j, bitpos, bit):
+        for k in range(K.N_HASHED):
+            i = self.slots[k] + j
+            v = int(self.tables[k, i])
+            self.histories.update(history_index(k, bitpos, v), bit)
+            self.tables[k, i] = slot_next(v, bit, K.LIMIT_HASHED[k])
+# --8<-- [end:context_models]
+
+
+# --8<-- [start:match_model]
+class MatchModel:
+    """The most recent earlier occurrence of the last 6 bytes predicts the byte after it.
+
+    Predicts: while the bytes since the match keep agreeing, the next bit is
+    probably the bit of the byte that followed the earlier occurrence.  How
+    probable is learned by counters indexed by (match length bucket, that
+    expected bit, bit position, previous byte); with no match the counters of
+    the previous byte and bit position alone answer.
+    Learns: at every byte boundary the match is extended (or dropped if the
+    byte differed), a lost match is looked up again by hashing the last 6
+    bytes, and the table records where these 6 bytes occurred last.
+    """
+
+    def __init__(self, mem):
+        self.table = np.zeros(1 << (mem - 2), dtype=np.int32)
+        self.bits = mem - 2
+        self.counters = Counters(K.MATCH_COUNTERS, K.LIMIT_MATCH)
+        self.length = 0
+        self.ptr = 0
+        self.ctx = 0
+
+    def input(self, hist, c0, bitpos, c1):
+        """Stretched prediction of the next bit; remembers which counter made it."""
+        predicted = int(hist[self.ptr]) if self.length > 0 else 0
+        self.ctx = int(match_context(predicted, self.length, c0, bitpos, c1))
+        return int(K.STRETCH[self.counters.p(self.ctx)])
+
+    def update(self, bit):
+        self.counters.update(self.ctx, bit)
+
+    def end_of_byte(self, hist, pos, h6):
+        self.length, self.ptr = (int(v) for v in
+                                 K.match_byte_update(hist, pos, self.table, self.bits, h6, self.length, self.ptr))
+# --8<-- [end:match_model]
+
+
+# --8<-- [start:mixer_class]
+class Mixer:
+    """A gated logistic mixer: p = squash(sum_i w_i * stretch(p_i)).
+
+    Predicts: the combination of all inputs, weighted by how much each has
+    deserved trust.  There are two weight tables; the first's weight set is
+    selected by the partial byte and by how many context models have seen
+    their context before (8 x 256 sets), the second's by the match model's
+    state (length bucket, expected bit) and the partial byte (56 x 256 sets).
+    So trust can differ by bit position, by the
+    bits already seen, between familiar and novel contexts, and with the
+    length of the current match.  The two outputs are averaged in the
+    logistic domain.
+    Learns: online logistic regression, w_i += rate * (bit - p) * stretch(p_i):
+    the gradient of the coding cost -log2 P(bit) with respect to w_i.
+    """
+
+    def __init__(self):
+        self.weights = np.full((K.MIXER_SETS, K.N_INPUTS), K.MIX_INIT, dtype=np.int32)
+        self.weights2 = np.full((K.MIXER2_SETS, K.N_INPUTS), K.MIX_INIT, dtype=np.int32)
+        self.rows = (0, 0)
+        self.prs = (2048, 2048)
+
+    def p(self, x, row, row2):
+        """Both mixers' dot products, averaged in the logistic domain."""
+        self.rows = (row, row2)
+        d1 = clamp_dot(int(np.dot(x, self.weights[row].astype(np.int64))))   # exact integer dot products
+        d2 = clamp_dot(int(np.dot(x, self.weights2[row2].astype(np.int64))))
+        self.prs = (squash(d1), squash(d2))
+        return squash((d1 + d2) >> 1)
+
+    def update(self, x, bit):
+        """Each mixer learns from its own error."""
+        for w, row, pr in ((self.weights, self.rows[0], self.prs[0]), (self.weights2, self.rows[1], self.prs[1])):
+            w[row] += mixer_step(x, mixer_error(pr, bit)).astype(np.int32)  # every input at once
+# --8<-- [end:mixer_class]
+
+
+# --8<-- [start:apm_class]
+class APM:
+    """Adaptive probability map (secondary estimation): refines a probability in a context.
+
+    Predicts: a corrected P(bit = 1) given the mixer's output and a small
+    context: the input is stretched and placed between two of 33 knots, the
+    output interpolated between their values.  Each context starts as the
+    identity map, so an untrained APM changes nothing.
+    Learns: both knots around the input move 1/64 of the way toward the bit.
+    """
+
+    def __init__(self, contexts):
+        self.t = K.apm_init(contexts)
+        self.idx = 0
+
+    def p(self, pr, cx):
+        self.idx, w = (int(v) for v in apm_knot(pr, cx))
+        return int(apm_interp(self.t[self.idx], self.t[self.idx + 1], w))
+
+    def update(self, bit):
+        for i in (self.idx, self.idx + 1):
+            self.t[i] = apm_next(int(self.t[i]), bit)
+# --8<-- [end:apm_class]
+
+
+@register("cm")
+class ContextMixingPredictor(Predictor):
+    """Bitwise context-mixing model (``cm:mem=22``); see the module docstring."""
+
+    bitwise = True
+
+    def __init__(self, mem=DEFAULT_MEM):
+        if not MIN_MEM <= mem <= MAX_MEM:
+            raise ValueError(f"cm mem must be in {MIN_MEM}..{MAX_MEM}, got {mem}")
+        self.mem = mem
+        self.reset()
+
+    @classmethod
+    def from_params(cls, **params):
+        mem = int_param(params, "mem", DEFAULT_MEM, MIN_MEM, MAX_MEM)
+        reject_unknown("cm", params)
+        return cls(mem=mem)
+
+    @classmethod
+    def help_text(cls):
+        return (
+            f"cm:mem=N  bitwise context mixing (orders 0-4, 6, 2 word models, match; 2 mixers, 2 APMs), "
+            f"2**N counters per context model (N {MIN_MEM}..{MAX_MEM}, default {DEFAULT_MEM}: "
+            f"{memory_bytes(DEFAULT_MEM) / 2**20:.0f} MiB of tables; N={MAX_MEM}: "
+            f"{memory_bytes(MAX_MEM) / 2**20:.0f} MiB)"
+        )
+
+    @property
+    def spec(self):
+        return f"cm:mem={self.mem}"
+
+    # --8<-- [start:reset]
+    def reset(self):
+        self.order0 = Counters(256, K.LIMIT_ORDER0)  # context: the partial byte only
+        self.contexts = ContextModels(self.mem)
+        self.match = MatchModel(self.mem)
+        self.mixer = Mixer()
+        self.apm1 = APM(65536)          # context: partial byte and a hash of the last 3 bytes
+        self.apm2 = APM(65536)          # context: partial byte and previous byte
+        self.x = np.zeros(K.N_INPUTS, dtype=np.int64)   # the mixer's inputs for the current bit
+        self.hist = np.zeros(1024, dtype=np.uint8)      # every byte seen (the match model reads it)
+        self.pos = 0
+        self.c0 = 1          # partial byte: a leading 1, then the bits seen so far
+        self.bitpos = 0
+        self.j = 1           # node of the current nibble's bit tree
+        self.c4 = 0          # last 4 bytes, most recent in the low byte
+        self.c8 = 0          # the 4 bytes before those
+        self.word = 0        # hash of the current word's letters (0 between words)
+        self.word_prev = 0   # hash of the previous word
+        self.contexts.set_contexts(self.c4, self.c8, self.word, self.word_prev)
+        self.contexts.select_nibble(self.c0)
+    # --8<-- [end:reset]
+
+    # --8<-- [start:predict_bit]
+    def predict_bit(self):
+        x, c0, c1 = self.x, self.c0, self.c4 & 255
+        x[0] = K.STRETCH[self.order0.p(c0)]
+        known = self.contexts.add_inputs(self.j, self.bitpos, x)
+        x[2 * K.N_HASHED + 1] = self.match.input(self.hist, c0, self.bitpos, c1)
+        x[2 * K.N_HASHED + 2] = K.BIAS
+        pr = self.mixer.p(x, known * 256 + c0, (self.match.ctx >> 11) * 256 + c0)
+        return int(final_p(pr, self.apm1.p(pr, apm1_context(c0, self.c4)), self.apm2.p(pr, c0 | (c1 << 8))))
+
+    def update_bit(self, bit):
+        self.order0.update(self.c0, bit)
+        self.contexts.update(self.j, self.bitpos, bit)
+        self.match.update(bit)
+        self.mixer.update(self.x, bit)
+        self.apm1.update(bit)
+        self.apm2.update(bit)
+        self.c0 = self.c0 * 2 + bit
+        self.bitpos += 1
+        self.j = self.j * 2 + bit
+        if self.bitpos == 4:
+            self.j = 1
+            self.contexts.select_nibble(self.c0)
+        elif self.bitpos == 8:
+            self._end_of_byte(self.c0 & 255)
+    # --8<-- [end:predict_bit]
+
+    def _end_of_byte(self, byte):
+        if self.pos == self.hist.shape[0]:
+            self.hist = np.concatenate([self.hist, np.zeros_like(self.hist)])
+        self.hist[self.pos] = byte
+        self.pos += 1
+        self.c8 = ((self.c8 << 8) | (self.c4 >> 24)) & 0xFFFFFFFF
+        self.c4 = ((self.c4 << 8) | byte) & 0xFFFFFFFF
+        self.word, self.word_prev = (int(v) for v in K.word_step(self.word, self.word_prev, byte))
+        self.contexts.set_contexts(self.c4, self.c8, self.word, self.word_prev)
+        self.match.end_of_byte(self.hist, self.pos, self.contexts.hashes[4])
+        self.c0, self.bitpos, self.j = 1, 0, 1
+        self.contexts.select_nibble(self.c0)
+
+    # --- byte interface --------------------------------------------------------
+
+    def predict(self):
+        """Next-byte pdf: product of bit probabilities along the 8-bit tree; the model is unchanged."""
+        if self.bitpos != 0:
+            raise RuntimeError("predict() is only defined at a byte boundary")
+        pdf = np.empty(256)
+        predicted = int(self.hist[self.match.ptr]) if self.match.length > 0 else 0
+        K.byte_pdf(pdf, predicted, self.match.length, self.c4, self.order0.t, self.contexts.tables,
+                   self.contexts.histories.t, self.contexts.hashes, self.contexts.slots, self.match.counters.t,
+                   self.mixer.weights, self.mixer.weights2, self.apm1.t, self.apm2.t, self.contexts.bucket_bits)
+        return pdf
+
+    def update(self, symbol):
+        for k in range(7, -1, -1):
+            self.update_bit((int(symbol) >> k) & 1)
+
+    # --- fused path ----------------------------------------------------------
+
+    def _state_vector(self):
+        s = np.zeros(K.S_SIZE, dtype=np.int64)
+        s[K.S_C0], s[K.S_BITPOS], s[K.S_J], s[K.S_C4], s[K.S_C8] = self.c0, self.bitpos, self.j, self.c4, self.c8
+        s[K.S_WORD], s[K.S_WORDPREV], s[K.S_POS] = self.word, self.word_prev, self.pos
+        s[K.S_MMLEN], s[K.S_MMPTR] = self.match.length, self.match.ptr
+        return s
+
+    def _run(self, hist, decode, st, buf, payload, progress):
+        self.reset()
+        s = self._state_vector()
+        n = hist.shape[0]
+        for start in range(0, n, BLOCK):
+            end = min(n, start + BLOCK)
+            if not decode:  # room for this block, plus the pending E3 bits it may flush
+                need = (int(st[E_POS]) + max_encoded_bytes(8 * (end - start), 18)
+                        + (int(st[E_PENDING]) + 7) // 8)
+                if need > buf.shape[0]:
+                    grown = np.zeros(2 * need, np.uint8)
+                    grown[: buf.shape[0]] = buf
+                    buf = grown
+            K.code_block(hist, start, end, decode, s, self.order0.t, self.contexts.tables, self.contexts.histories.t,
+                         self.contexts.hashes, self.contexts.slots, self.match.table, self.match.counters.t,
+                         self.mixer.weights, self.mixer.weights2, self.apm1.t, self.apm2.t,
+                         self.contexts.bucket_bits, self.match.bits, st, buf, payload)
+            if progress is not None:
+                progress(end - start)
+        self.reset()  # the fused loop leaves the readable state behind; start clean
+        return buf
+
+    def fused_encode(self, data, progress=None):
+        st = encoder_init()
+        no_payload = np.frombuffer(b"", np.uint8)
+        buf = np.zeros(max_encoded_bytes(8 * min(data.shape[0], BLOCK), 18), np.uint8)
+        hist = np.array(data, dtype=np.uint8)
+        buf = self._run(hist, False, st, buf, no_payload, progress)
+        need = int(st[E_POS]) + max_encoded_bytes(0) + (int(st[E_PENDING]) + 7) // 8
+        if need > buf.shape[0]:
+            buf = np.concatenate([buf, np.zeros(need - buf.shape[0], np.uint8)])
+        return buf[: encoder_finish(st, buf)].tobytes()
+
+    def fused_decode(self, payload, length, progress=None):
+        data = np.frombuffer(bytes(payload), np.uint8)
+        st = decoder_init(data)
+        out = np.zeros(length, np.uint8)
+        self._run(out, True, st, np.zeros(0, np.uint8), data, progress)
+        return out

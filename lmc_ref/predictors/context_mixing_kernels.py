@@ -1,0 +1,525 @@
+"""Compiled arithmetic of the context-mixing predictor (see ``context_mixing.py`` for the model).
+
+The model's arithmetic is a set of small functions of integers (``counter_next``,
+``slot_next``, ``match_context``, ``mixer_step``, ``apm_next``, ...).  Two
+callers share them: the readable component classes of ``context_mixing.py``
+run their plain-Python originals one step at a time, and the fused loop
+``code_block`` at the bottom of this file runs them compiled, inlined, in the
+same order, fused with the arithmetic coder.  The two paths therefore do the
+same integer arithmetic and emit the same bytes (``tests/test_context_mixing.py``
+checks it).  Functions that touch the big tables once per nibble or byte
+(``lookup_nibble``, ``context_hashes``, ``match_byte_update``) are compiled
+only, and called by both paths.
+
+Units used throughout:
+
+* a *12-bit probability* ``p`` in [0, 4095] means P(bit = 1) = p / 4096;
+* a *stretched* value ``d = stretch(p)`` in [-2047, 2047] is ln(p / (1 - p))
+  in units of 1/256 (the logistic domain in which the mixer adds evidence);
+* counters keep 22 bits of probability (see ``counter_next``), hashed slots
+  and APM knots 16 bits, so slow learning does not stall on rounding.
+"""
+
+import numpy as np
+from numba import njit
+
+from ..coder import decode_bit, encode_bit
+
+HASH_MUL = 0x9E3779B97F4A7C15
+MIX_MUL = 0xBF58476D1CE4E5B9
+NIBBLE_MUL = 0x94D049BB133111EB
+BUCKET = 16               # words per hash bucket: 1 check word + 15 counters (a nibble's bit tree)
+N_HASHED = 7              # hashed context models: orders 1, 2, 3, 4, 6 and two word models
+N_INPUTS = 2 * N_HASHED + 3   # mixer inputs: order 0, 2 per hashed model, the match model, a bias
+BIAS = 256                # the constant input (stretch units)
+APM_ROWS = 33             # APM interpolation knots per context
+MATCH_COUNTERS = 56 * 8 * 256   # match model: (length bucket, expected bit), bit position, previous byte
+
+# --8<-- [start:squash]
+# squash(d) = 4096 / (1 + e^(-d/256)) sampled every 128 stretch units (rounded),
+# and interpolated linearly in between: integers only, identical everywhere.
+SQUASH_KNOTS = np.array([1, 2, 4, 6, 10, 17, 27, 45, 74, 120, 194, 311, 488, 747, 1102, 1546, 2048,
+                         2550, 2994, 3349, 3608, 3785, 3902, 3976, 4022, 4051, 4069, 4079, 4086, 4090,
+                         4092, 4094, 4095], dtype=np.int64)
+
+
+@njit(cache=True, inline="always")
+def squash(d):
+    """Logistic function: stretch units -> 12-bit probability in [1, 4095]."""
+    if d > 2047:
+        return 4095
+    if d < -2047:
+        return 1
+    w = d & 127
+    i = (d >> 7) + 16
+    p = (SQUASH_KNOTS[i] * (128 - w) + SQUASH_KNOTS[i + 1] * w + 64) >> 7
+    return min(max(p, 1), 4095)
+# --8<-- [end:squash]
+
+
+def _stretch_table():
+    """stretch = inverse of squash: the smallest d with squash(d) >= p, for every 12-bit p."""
+    table = np.empty(4096, np.int64)
+    pi = 0
+    for d in range(-2047, 2048):
+        v = squash(d)
+        table[pi : v + 1] = d
+        pi = max(pi, v + 1)
+    table[pi:] = 2047
+    return table
+
+
+STRETCH = _stretch_table()
+
+# Adaptation rate of a counter that has seen n bits: 1 / (n + 1.5), in units of 2**-16.
+RATE = np.array([(2 << 16) // (2 * n + 3) for n in range(1024)], dtype=np.int64)
+
+
+# --8<-- [start:counter]
+@njit(cache=True, inline="always")
+def counter_next(v, bit, limit):
+    """A counter ``v`` (uint32: 22 bits of p, 10 bits of count n) after seeing ``bit``.
+
+    p += (bit - p) / (n + 1.5), then n += 1 up to ``limit``.  The first
+    observations move p a lot (the counter is a frequency count), later ones
+    less and less, until n reaches ``limit``: from then on the rate stays
+    1 / (limit + 1.5) and the counter tracks recent statistics.  Its 12-bit
+    probability is ``v >> 20``.
+    """
+    n = v & 1023
+    p = v >> 10
+    p += (((bit << 22) - p) * RATE[n]) >> 16
+    if n < limit:
+        n += 1
+    return (p << 10) | n
+# --8<-- [end:counter]
+
+
+# --8<-- [start:hashing]
+@njit(cache=True, inline="always")
+def finalize(h):
+    """Mix the bits of a uint64 so that every output bit depends on every input bit."""
+    h ^= h >> np.uint64(29)
+    h *= np.uint64(MIX_MUL)
+    h ^= h >> np.uint64(32)
+    return h
+
+
+@njit(cache=True, inline="always")
+def context_hash(value, k):
+    """Hash of context ``value`` (a non-negative int) for model number ``k``."""
+    return finalize((np.uint64(value) + np.uint64(k + 1)) * np.uint64(HASH_MUL))
+
+
+@njit(cache=True)
+def context_hashes(hashes, c4, c8, word, word_prev):
+    """The seven hashed contexts for the next byte: orders 1, 2, 3, 4, 6 and two word contexts.
+
+    ``c4`` holds the last 4 bytes (most recent lowest), ``c8`` the 4 before them;
+    ``word`` hashes the letters of the current word (0 between words),
+    ``word_prev`` the word before.  The word contexts are (current word,
+    previous word) and (current word, previous byte): they skip over the
+    spaces and punctuation that break byte contexts apart.
+    """
+    hashes[0] = context_hash(c4 & 0xFF, 0)
+    hashes[1] = context_hash(c4 & 0xFFFF, 1)
+    hashes[2] = context_hash(c4 & 0xFFFFFF, 2)
+    hashes[3] = context_hash(c4, 3)
+    hashes[4] = context_hash(c4 | ((c8 & 0xFFFF) << 32), 4)
+    hashes[5] = context_hash(word | ((word_prev & 0x7FFFFFFF) << 32), 5)
+    hashes[6] = context_hash(word | ((c4 & 0xFF) << 32), 6)
+
+
+@njit(cache=True, inline="always")
+def find_bucket(t, k, h, bucket_bits, write):
+    """Offset of the bucket for hash ``h`` in table ``t[k]``, or -1 (only when not ``write``).
+
+    Two candidate buckets (b and b ^ 1, neighbours in memory); a 32-bit check
+    word tells whose bucket it is.  On a miss with ``write``, the candidate
+    whose first counter has seen fewer bits is wiped and taken over.
+    """
+    b = np.int64(h >> np.uint64(64 - bucket_bits))
+    chk = np.int64(h & np.uint64(0xFFFFFFFF)) | 1
+    p0 = b * BUCKET
+    p1 = (b ^ 1) * BUCKET
+    if np.int64(t[k, p0]) == chk:
+        return p0
+    if np.int64(t[k, p1]) == chk:
+        return p1
+    if not write:
+        return -1
+    victim = p0 if (np.int64(t[k, p0 + 1]) & 255) <= (np.int64(t[k, p1 + 1]) & 255) else p1
+    t[k, victim] = chk
+    for j in range(1, BUCKET):
+        t[k, victim + j] = 1 << 31  # p = 1/2, no history, count 0
+    return victim
+# --8<-- [end:hashing]
+
+
+@njit(cache=True)
+def lookup_nibble(tables, hashes, c0, bucket_bits, slots, write):
+    """Select every hashed model's bucket for the nibble that starts with partial byte ``c0``.
+
+    Most of the model's time goes to the cache misses of these reads.
+    """
+    for k in range(N_HASHED):
+        h = finalize(hashes[k] + np.uint64(c0) * np.uint64(NIBBLE_MUL))
+        slots[k] = find_bucket(tables, k, h, bucket_bits, write)
+
+
+# --8<-- [start:slot]
+@njit(cache=True, inline="always")
+def history_step(h, bit):
+    """Bit history of a slot: counts of zeros and ones (4 bits each, n0 * 16 + n1; 0 = nothing yet).
+
+    A bit increments its own count (up to 15) and, as in PAQ's state machines,
+    discounts the opposite count when that one is above 2: recent bits weigh more.
+    """
+    n0 = h >> 4
+    n1 = h & 15
+    if bit:
+        n1 = min(n1 + 1, 15)
+        if n0 > 2:
+            n0 = (n0 + 1) >> 1
+    else:
+        n0 = min(n0 + 1, 15)
+        if n1 > 2:
+            n1 = (n1 + 1) >> 1
+    return (n0 << 4) | n1
+
+
+@njit(cache=True, inline="always")
+def slot_next(v, bit, limit):
+    """A hashed slot ``v`` (uint32: 16 bits of p, 8 bits of history, 8 bits of count) after ``bit``.
+
+    The probability learns like ``counter_next``; the history is shifted.
+    Its 12-bit probability is ``v >> 20``, as for a counter.
+    """
+    n = v & 255
+    p = v >> 16
+    p += (((bit << 16) - p) * RATE[n]) >> 16
+    if n < limit:
+        n += 1
+    return (p << 16) | (history_step((v >> 8) & 255, bit) << 8) | n
+
+
+@njit(cache=True, inline="always")
+def history_index(k, bitpos, v):
+    """Counter of the indirect map for model ``k``, bit position and the history in slot value ``v``."""
+    return ((k << 3) + bitpos) * 256 + ((v >> 8) & 255)
+# --8<-- [end:slot]
+
+
+
+
+# --8<-- [start:match]
+@njit(cache=True, inline="always")
+def match_context(predicted, mm_len, c0, bitpos, c1):
+    """Counter index of the match model: (length bucket, expected bit, bit position, previous byte).
+
+    ``predicted`` is the byte that followed the match (when ``mm_len > 0``).
+    Length bucket 0 means "no match, or the match already failed in this byte".
+    Every bit of a byte has its own counters, so that a byte's bits are
+    predicted from the state at the start of the byte (see ``byte_pdf``).
+    """
+    if mm_len > 0 and ((predicted | 256) >> (8 - bitpos)) == c0:
+        expected = (predicted >> (7 - bitpos)) & 1
+        lc = mm_len if mm_len < 16 else 12 + min(mm_len >> 2, 15)
+        return (((lc * 2 + expected) << 3) + bitpos) * 256 + c1
+    return bitpos * 256 + c1
+
+
+@njit(cache=True)
+def match_byte_update(hist, pos, mm_table, mm_bits, h6, mm_len, mm_ptr):
+    """After byte ``hist[pos - 1]``: extend or drop the match, find a new one, index ``pos``.
+
+    ``h6`` is the order-6 context hash (of the last 6 bytes); the table maps it
+    to the position that followed those 6 bytes last time.  Returns the new
+    (length, pointer); length 0 means no match.
+    """
+    if mm_len > 0 and hist[mm_ptr] == hist[pos - 1]:
+        mm_len = min(mm_len + 1, 65535)
+        mm_ptr += 1
+    else:
+        mm_len = 0
+    if pos >= 6:
+        idx = np.int64(h6 >> np.uint64(64 - mm_bits))
+        if mm_len == 0:
+            cand = np.int64(mm_table[idx])
+            if cand > 0:
+                n = 0
+                while n < 32 and cand - n - 1 >= 0 and hist[cand - n - 1] == hist[pos - n - 1]:
+                    n += 1
+                if n > 0:
+                    mm_len = n
+                    mm_ptr = cand
+        mm_table[idx] = pos
+    return mm_len, mm_ptr
+# --8<-- [end:match]
+
+
+# --8<-- [start:mixer]
+@njit(cache=True, inline="always")
+def clamp_dot(dot):
+    """sum_i w_i * x_i (weights in units of 2**-16) -> stretch units, clamped to +-2047."""
+    return min(max(dot >> 16, -2047), 2047)
+
+
+@njit(cache=True, inline="always")
+def mixer_error(pr, bit):
+    """Scaled prediction error (bit - p) of a mixer whose output was ``pr``."""
+    return ((bit << 12) - pr) * MIX_RATE
+
+
+@njit(cache=True, inline="always")
+def mixer_step(x, err):
+    """Weight change for input ``x``: rate * (bit - p) * x, the gradient of the coding cost."""
+    return (x * err + (1 << 13)) >> 14
+# --8<-- [end:mixer]
+
+
+# --8<-- [start:apm]
+@njit(cache=True, inline="always")
+def apm_knot(pr, cx):
+    """Where 12-bit ``pr`` falls in context ``cx``: (index of the lower knot, weight of the upper, /128)."""
+    s = STRETCH[pr] + 2048  # 1 .. 4095
+    return (s >> 7) + cx * APM_ROWS, s & 127
+
+
+@njit(cache=True, inline="always")
+def apm_interp(lo, hi, w):
+    """16-bit output: linear interpolation between the two knots."""
+    return (np.int64(lo) * (128 - w) + np.int64(hi) * w) >> 7
+
+
+@njit(cache=True, inline="always")
+def apm_next(v, bit):
+    """A knot after ``bit``: it moves 1/2**APM_RATE of the way to 0 or 65535."""
+    return v + ((((bit << 16) - bit) - v) >> APM_RATE)
+
+
+@njit(cache=True, inline="always")
+def apm1_context(c0, c4):
+    """APM 1 context: the partial byte and a 16-bit hash of the last 3 bytes."""
+    return (c0 ^ (((c4 & 0xFFFFFF) * 0x9E3779B1) >> 16)) & 0xFFFF
+
+
+@njit(cache=True, inline="always")
+def final_p(pr, a1, a2):
+    """The coder's 16-bit P(1): a quarter mixer, a quarter APM 1, half APM 2, clamped."""
+    p = (pr * 16 + a1 + 2 * a2 + 2) >> 2
+    return min(max(p, P_MIN), P_MAX)
+# --8<-- [end:apm]
+
+
+def apm_init(contexts):
+    """APM table whose every context starts as the identity map (knot j -> squash of its centre)."""
+    row = np.array([squash((j - 16) * 128) * 16 for j in range(APM_ROWS)], dtype=np.uint16)
+    return np.tile(row, contexts)
+
+
+# ------------------------------------------------------------------ tuning ----
+# Part of the format: changing any of these changes every ``cm`` file.
+LIMIT_ORDER0 = 1023   # count limit of the order-0 counters (stationary statistics)
+# count limits of the hashed slots (orders 1, 2, 3, 4, 6, the two word models): low, so they keep
+# adapting; at most 255 (the count has 8 bits)
+LIMIT_HASHED = np.array([60, 60, 60, 60, 60, 60, 60], dtype=np.int64)
+assert LIMIT_HASHED.shape == (N_HASHED,) and LIMIT_HASHED.max() <= 255
+LIMIT_MATCH = 1023    # count limit of the match model's counters
+LIMIT_HISTORY = 127  # count limit of the indirect (bit history -> probability) counters
+HISTORY_COUNTERS = N_HASHED * 8 * 256   # indirect map: (model, bit position, history)
+MIX_RATE = 4         # mixer learning rate (weight step = rate * err * x / 2**14)
+MIX_INIT = 1 << 13    # initial mixer weight (1/8)
+APM_RATE = 6          # APM knots move 1/2**APM_RATE of the way to each bit
+P_MIN, P_MAX = 16, 65520   # final 16-bit probability is clamped to this range
+
+# Scalar state carried by the fused loop between blocks: one int64 array, these indices.
+S_C0, S_BITPOS, S_J, S_C4, S_C8, S_WORD, S_WORDPREV, S_POS, S_MMLEN, S_MMPTR = range(10)
+S_SIZE = 10
+MIXER_SETS = 256 * (N_HASHED + 1)   # mixer 1 weight sets: (hashed contexts known 0..7, partial byte)
+MIXER2_SETS = (MATCH_COUNTERS >> 11) * 256   # mixer 2 weight sets: (match length bucket, expected bit, partial byte)
+
+
+@njit(cache=True, inline="always")
+def word_step(word, word_prev, byte):
+    """Word hashes after ``byte``: letters (case-folded) extend the word, anything else ends it."""
+    lower = byte | 32 if 65 <= byte <= 90 else byte
+    if 97 <= lower <= 122:
+        return ((word + lower + 1) * 0x2F0F1) & 0xFFFFFFFF, word_prev
+    if word != 0:
+        return 0, word
+    return 0, word_prev
+
+
+@njit(cache=True)
+def predict_p16(c0, bitpos, j, c4, predicted, mm_len, t0, tables, hist_sm, slots, mm_sm, weights, weights2,
+                apm1, apm2, x):
+    """P(next bit = 1) as a 16-bit integer; reads the model, changes nothing.
+
+    The predict half of ``code_block``, step for step, for ``byte_pdf``.  A
+    slot offset of -1 (a bucket not claimed yet) reads as a fresh slot.
+    """
+    c1 = c4 & 255
+    x[0] = STRETCH[np.int64(t0[c0]) >> 20]
+    known = 0
+    for m in range(N_HASHED):
+        v = np.int64(tables[m, slots[m] + j]) if slots[m] >= 0 else np.int64(1 << 31)
+        x[1 + m] = STRETCH[v >> 20]
+        x[1 + N_HASHED + m] = STRETCH[np.int64(hist_sm[history_index(m, bitpos, v)]) >> 20]
+        if (v & 255) > 0:
+            known += 1
+    mctx = match_context(predicted, mm_len, c0, bitpos, c1)
+    x[2 * N_HASHED + 1] = STRETCH[np.int64(mm_sm[mctx]) >> 20]
+    x[2 * N_HASHED + 2] = BIAS
+    row = known * 256 + c0
+    row2 = (mctx >> 11) * 256 + c0
+    d1 = np.int64(0)
+    d2 = np.int64(0)
+    for m in range(N_INPUTS):
+        d1 += x[m] * np.int64(weights[row, m])
+        d2 += x[m] * np.int64(weights2[row2, m])
+    pr = squash((clamp_dot(d1) + clamp_dot(d2)) >> 1)
+    i1, w1 = apm_knot(pr, apm1_context(c0, c4))
+    i2, w2 = apm_knot(pr, c0 | (c1 << 8))
+    return final_p(pr, apm_interp(apm1[i1], apm1[i1 + 1], w1), apm_interp(apm2[i2], apm2[i2 + 1], w2))
+
+
+@njit(cache=True)
+def byte_pdf(pdf, predicted, mm_len, c4, t0, tables, hist_sm, hashes, slots, mm_sm, weights, weights2, apm1, apm2,
+             bucket_bits):
+    """Distribution of the next byte: the product of bit probabilities along the 8-bit tree.
+
+    Must be called at a byte boundary.  Every bit's prediction uses its own
+    counters, weights and APM knots (indexed by the partial byte or the bit
+    position), so coding a bit never changes the prediction of a later bit of
+    the same byte: this pdf is exactly the distribution the coder uses.  The
+    buckets of the second nibble are looked up without claiming them (a
+    missing bucket predicts like a freshly claimed one), so the model is left
+    unchanged.
+    """
+    x = np.zeros(N_INPUTS, np.int64)
+    node = np.ones(512)
+    nib_slots = np.empty(N_HASHED, np.int64)
+    for hi in range(16):
+        lookup_nibble(tables, hashes, 16 + hi, bucket_bits, nib_slots, False)
+        for c0 in range(1, 256):
+            bitpos = 0
+            while (c0 >> (bitpos + 1)) != 0:
+                bitpos += 1
+            if bitpos < 4:
+                if hi > 0:
+                    continue  # first nibble: done once, with the current buckets
+                p16 = predict_p16(c0, bitpos, c0, c4, predicted, mm_len, t0, tables, hist_sm, slots, mm_sm,
+                                  weights, weights2, apm1, apm2, x)
+            else:
+                if (c0 >> (bitpos - 4)) != 16 + hi:
+                    continue
+                j = (c0 & ((1 << (bitpos - 4)) - 1)) | (1 << (bitpos - 4))
+                p16 = predict_p16(c0, bitpos, j, c4, predicted, mm_len, t0, tables, hist_sm, nib_slots, mm_sm,
+                                  weights, weights2, apm1, apm2, x)
+            p = p16 / 65536.0
+            node[2 * c0 + 1] = node[c0] * p
+            node[2 * c0] = node[c0] * (1.0 - p)
+    for b in range(256):
+        pdf[b] = node[256 + b]
+
+
+# --8<-- [start:code_block]
+@njit(cache=True)
+def code_block(hist, start, end, decode, s, t0, tables, hist_sm, hashes, slots, mm_table, mm_sm, weights, weights2,
+               apm1, apm2, bucket_bits, mm_bits, st, buf, payload):
+    """Predict + (en|de)code + update, 8 bits per byte, for bytes [start, end) of ``hist``.
+
+    Decoding writes each byte into ``hist`` as it completes; encoding reads it.
+    The body spells out ``ContextMixingPredictor.predict_bit`` / ``update_bit``
+    step by step, with the same scalar kernels.  The per-bit arrays are touched
+    here and not passed to helper functions, which keeps Numba from
+    reference-counting them (atomic increments) on every bit: that alone cost
+    half the time.
+    """
+    x = np.zeros(N_INPUTS, np.int64)
+    hidx = np.zeros(N_HASHED, np.int64)
+    c0, bitpos, j = s[S_C0], s[S_BITPOS], s[S_J]
+    c4, c8, word, word_prev, pos = s[S_C4], s[S_C8], s[S_WORD], s[S_WORDPREV], s[S_POS]
+    mm_len, mm_ptr = s[S_MMLEN], s[S_MMPTR]
+    for i in range(start, end):
+        byte = np.int64(hist[i])
+        for k in range(7, -1, -1):
+            # ---- predict (the same steps as predict_bit and predict_p16)
+            c1 = c4 & 255
+            x[0] = STRETCH[np.int64(t0[c0]) >> 20]
+            known = 0
+            for m in range(N_HASHED):
+                v = np.int64(tables[m, slots[m] + j])
+                x[1 + m] = STRETCH[v >> 20]
+                hidx[m] = history_index(m, bitpos, v)
+                x[1 + N_HASHED + m] = STRETCH[np.int64(hist_sm[hidx[m]]) >> 20]
+                if (v & 255) > 0:
+                    known += 1
+            predicted = np.int64(hist[mm_ptr]) if mm_len > 0 else 0
+            mctx = match_context(predicted, mm_len, c0, bitpos, c1)
+            x[2 * N_HASHED + 1] = STRETCH[np.int64(mm_sm[mctx]) >> 20]
+            x[2 * N_HASHED + 2] = BIAS
+            row = known * 256 + c0
+            row2 = (mctx >> 11) * 256 + c0
+            d1 = np.int64(0)
+            d2 = np.int64(0)
+            for m in range(N_INPUTS):
+                d1 += x[m] * np.int64(weights[row, m])
+                d2 += x[m] * np.int64(weights2[row2, m])
+            d1 = clamp_dot(d1)
+            d2 = clamp_dot(d2)
+            pr = squash((d1 + d2) >> 1)
+            i1, w1 = apm_knot(pr, apm1_context(c0, c4))
+            i2, w2 = apm_knot(pr, c0 | (c1 << 8))
+            p = final_p(pr, apm_interp(apm1[i1], apm1[i1 + 1], w1), apm_interp(apm2[i2], apm2[i2 + 1], w2))
+            # ---- code
+            if decode:
+                bit = np.int64(decode_bit(st, payload, p))
+            else:
+                bit = (byte >> k) & 1
+                encode_bit(st, buf, bit, p)
+            # ---- update (the same steps as update_bit)
+            t0[c0] = counter_next(np.int64(t0[c0]), bit, LIMIT_ORDER0)
+            for m in range(N_HASHED):
+                hist_sm[hidx[m]] = counter_next(np.int64(hist_sm[hidx[m]]), bit, LIMIT_HISTORY)
+                q = slots[m] + j
+                tables[m, q] = slot_next(np.int64(tables[m, q]), bit, LIMIT_HASHED[m])
+            mm_sm[mctx] = counter_next(np.int64(mm_sm[mctx]), bit, LIMIT_MATCH)
+            e1 = mixer_error(squash(d1), bit)
+            e2 = mixer_error(squash(d2), bit)
+            for m in range(N_INPUTS):
+                weights[row, m] += mixer_step(x[m], e1)
+                weights2[row2, m] += mixer_step(x[m], e2)
+            apm1[i1] = apm_next(np.int64(apm1[i1]), bit)
+            apm1[i1 + 1] = apm_next(np.int64(apm1[i1 + 1]), bit)
+            apm2[i2] = apm_next(np.int64(apm2[i2]), bit)
+            apm2[i2 + 1] = apm_next(np.int64(apm2[i2 + 1]), bit)
+            c0 = c0 * 2 + bit
+            bitpos += 1
+            j = j * 2 + bit
+            if bitpos == 4:
+                j = 1
+                lookup_nibble(tables, hashes, c0, bucket_bits, slots, True)
+        # ---- end of byte
+        byte = c0 & 255
+        hist[pos] = byte
+        pos += 1
+        c8 = ((c8 << 8) | (c4 >> 24)) & 0xFFFFFFFF
+        c4 = ((c4 << 8) | byte) & 0xFFFFFFFF
+        word, word_prev = word_step(word, word_prev, byte)
+        context_hashes(hashes, c4, c8, word, word_prev)
+        mm_len, mm_ptr = match_byte_update(hist, pos, mm_table, mm_bits, hashes[4], mm_len, mm_ptr)
+        c0, bitpos, j = 1, 0, 1
+        lookup_nibble(tables, hashes, c0, bucket_bits, slots, True)
+    s[S_C0] = c0
+    s[S_BITPOS] = bitpos
+    s[S_J] = j
+    s[S_C4] = c4
+    s[S_C8] = c8
+    s[S_WORD] = word
+    s[S_WORDPREV] = word_prev
+    s[S_POS] = pos
+    s[S_MMLEN] = mm_len
+    s[S_MMPTR] = mm_ptr
+# --8<-- [end:code_block]

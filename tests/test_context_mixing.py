@@ -1,0 +1,207 @@
+"""The context-mixing predictor: components, byte pdf, readable == fused, round trips, specs."""
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from lmc_ref.compressors import compress, decode_readable, decompress, encode_readable
+from lmc_ref.container import unpack
+from lmc_ref.predictors import context_mixing as cm
+from lmc_ref.predictors import context_mixing_kernels as K
+from lmc_ref.predictors import make_predictor
+
+SMALL = "cm:mem=10"
+
+
+# ------------------------------------------------------------- components ----
+
+def test_squash_inverts_stretch():
+    for p in range(1, 4096):
+        assert abs(K.squash(int(K.STRETCH[p])) - p) <= 4
+    assert all(K.STRETCH[i] <= K.STRETCH[i + 1] for i in range(4095))
+    assert [K.squash(d) for d in (-5000, -2047, 0, 2047, 5000)] == [1, 1, 2048, 4095, 4095]
+
+
+def test_stretch_is_the_logit_in_256ths():
+    for p in range(64, 4096 - 64, 37):
+        assert K.STRETCH[p] == pytest.approx(256 * math.log(p / (4096 - p)), abs=12)
+
+
+@pytest.mark.parametrize("freq", [0.05, 0.3, 0.8, 0.97])
+def test_counter_converges_to_the_bit_frequency(freq):
+    counters = cm.Counters(4, limit=1023)
+    bits = np.random.default_rng(1).random(20000) < freq
+    for bit in bits:
+        counters.update(2, int(bit))
+    assert counters.p(2) / 4096 == pytest.approx(freq, abs=0.03)
+    assert counters.p(1) == 2048  # other counters untouched
+
+
+def test_young_counter_is_a_frequency_count():
+    counters = cm.Counters(1, limit=1023)
+    counters.update(0, 1)
+    assert counters.p(0) / 4096 == pytest.approx(5 / 6, abs=0.01)  # (1/2 + 1) / (1 + 1.5) ... p += (1-p)/1.5
+
+
+def test_mixer_learns_to_trust_the_better_input():
+    rng = np.random.default_rng(7)
+    mixer = cm.Mixer()
+    x = np.zeros(K.N_INPUTS, np.int64)
+    for _ in range(4000):
+        bit = int(rng.random() < 0.5)
+        good = 0.9 if bit else 0.1                      # input 0 knows the bit
+        x[0] = K.STRETCH[int(good * 4096)]
+        x[1] = K.STRETCH[int(rng.integers(200, 3896))]  # input 1 is noise
+        mixer.p(x, 5, 3)
+        mixer.update(x, bit)
+    for w in (mixer.weights[5], mixer.weights2[3]):
+        assert w[0] > K.MIX_INIT and w[0] > 4 * abs(w[1])
+    x[0], x[1] = K.STRETCH[int(0.9 * 4096)], K.STRETCH[500]
+    assert mixer.p(x, 5, 3) > 0.9 * 4096  # trusts (and sharpens) the good input, ignores the noise
+    assert (mixer.weights[4] == K.MIX_INIT).all() and (mixer.weights2[2] == K.MIX_INIT).all()  # others untouched
+
+
+def test_apm_is_monotone_in_its_input():
+    apm = cm.APM(4)
+    fresh = [apm.p(pr, 1) for pr in range(1, 4096)]
+    assert all(a <= b for a, b in zip(fresh, fresh[1:]))
+    assert fresh[2047] == pytest.approx(2048 * 16, abs=64)  # an untrained APM is about the identity
+    rng = np.random.default_rng(3)
+    for _ in range(20000):  # train on a source sharper than its input: bit = (p > 1/2)
+        pr = K.squash(int(rng.integers(-2047, 2048)))  # every knot gets its share of updates
+        apm.p(pr, 1)
+        apm.update(int(pr > 2048))
+    trained = [apm.p(pr, 1) for pr in range(1, 4096)]
+    assert all(a <= b for a, b in zip(trained, trained[1:]))
+    assert trained[3000] > fresh[3000] and trained[1000] < fresh[1000]
+
+
+def test_match_model_follows_a_repeat():
+    predictor = make_predictor(SMALL)
+    text = b"the quick brown fox jumps over the lazy dog; "
+    for byte in text * 3:
+        predictor.update(byte)
+    assert predictor.match.length > 20
+    pdf = predictor.predict()
+    assert pdf.argmax() == text[0] and pdf[text[0]] > 0.2  # after 3 repeats: 1/4 of 8 bits to code
+
+
+# ------------------------------------------------------------ byte pdf ----
+
+def test_pdf_is_the_product_of_bit_probabilities(enwik8_head):
+    predictor = make_predictor(SMALL)
+    for byte in enwik8_head[:300]:
+        predictor.update(byte)
+    for byte in enwik8_head[300:340]:
+        pdf = predictor.predict()
+        assert pdf.shape == (256,) and np.all(pdf > 0)
+        assert pdf.sum() == pytest.approx(1.0, abs=1e-12)
+        assert np.array_equal(pdf, predictor.predict())  # predicting changes nothing
+        prob = 1.0
+        for k in range(7, -1, -1):
+            bit = (byte >> k) & 1
+            p1 = predictor.predict_bit() / 65536
+            prob *= p1 if bit else 1 - p1
+            predictor.update_bit(bit)
+        assert pdf[byte] == pytest.approx(prob, rel=1e-12)
+
+
+def test_predict_does_not_change_the_code(enwik8_head):
+    data = np.frombuffer(enwik8_head[:500], np.uint8)
+    plain = encode_readable(make_predictor(SMALL), data)
+    predictor = make_predictor(SMALL)
+    from lmc_ref.coder import ArithmeticEncoder
+
+    enc = ArithmeticEncoder()
+    for byte in data:
+        predictor.predict()
+        for k in range(7, -1, -1):
+            bit = (int(byte) >> k) & 1
+            enc.encode_bit(bit, predictor.predict_bit())
+            predictor.update_bit(bit)
+    assert enc.finish() == plain
+
+
+def test_predict_only_at_byte_boundary():
+    predictor = make_predictor(SMALL)
+    predictor.update_bit(1)
+    with pytest.raises(RuntimeError):
+        predictor.predict()
+
+
+# ------------------------------------------------- readable == fused ----
+
+@pytest.mark.parametrize("spec", ["cm:mem=10", "cm:mem=14"])
+def test_text_readable_equals_fused(spec, enwik8_head):
+    data = np.frombuffer(enwik8_head[:2048], np.uint8)
+    payload = encode_readable(make_predictor(spec), data)
+    assert payload == make_predictor(spec).fused_encode(data)
+    assert decode_readable(make_predictor(spec), payload, len(data)).tobytes() == data.tobytes()
+    assert make_predictor(spec).fused_decode(payload, len(data)).tobytes() == data.tobytes()
+    assert len(payload) < 0.5 * len(data)  # it does compress text
+
+
+def test_fused_block_boundaries(monkeypatch, enwik8_head):
+    """The fused loop runs in blocks; the state must carry over between them."""
+    data = np.frombuffer(enwik8_head[:3000], np.uint8)
+    whole = make_predictor(SMALL).fused_encode(data)
+    monkeypatch.setattr(cm, "BLOCK", 700)
+    assert make_predictor(SMALL).fused_encode(data) == whole
+    assert make_predictor(SMALL).fused_decode(whole, len(data)).tobytes() == data.tobytes()
+
+
+@given(data=st.binary(max_size=200))
+@settings(max_examples=10)
+def test_readable_equals_fused_arbitrary_bytes(data):
+    blob = compress(data, SMALL, path="fused", progress=False)
+    assert blob == compress(data, SMALL, path="readable", progress=False)
+    assert decompress(blob, path="readable", progress=False) == data
+
+
+@given(data=st.binary(max_size=1 << 14))
+def test_fused_round_trip(data):
+    assert decompress(compress(data, SMALL, progress=False), progress=False) == data
+
+
+def test_code_length_matches_model(enwik8_head):
+    data = enwik8_head[:1500]
+    predictor = make_predictor(SMALL)
+    ideal = 0.0
+    for byte in data:
+        for k in range(7, -1, -1):
+            bit = (byte >> k) & 1
+            p1 = predictor.predict_bit() / 65536
+            ideal -= math.log2(p1 if bit else 1 - p1)
+            predictor.update_bit(bit)
+    _, payload = unpack(compress(data, SMALL, progress=False))
+    assert ideal - 1 <= 8 * len(payload) <= ideal + 9 + 1e-3
+
+
+def test_corrupt_payload_is_detected():
+    data = b"context mixing " * 40
+    blob = bytearray(compress(data, SMALL, progress=False))
+    blob[-5] ^= 0x40
+    with pytest.raises(ValueError):
+        decompress(bytes(blob), progress=False)
+    with pytest.raises(ValueError):
+        decompress(bytes(blob[:-20]), progress=False)
+
+
+# ---------------------------------------------------------------- specs ----
+
+def test_spec_is_canonical_and_recorded():
+    assert make_predictor("cm").spec == f"cm:mem={cm.DEFAULT_MEM}"
+    assert make_predictor("cm:mem=12").spec == "cm:mem=12"
+    header, _ = unpack(compress(b"abc", "cm:mem=11", progress=False))
+    assert header.spec == "cm:mem=11"
+    assert cm.memory_bytes(cm.DEFAULT_MEM) <= 1 << 30
+    assert "MiB" in cm.ContextMixingPredictor.help_text()
+
+
+@pytest.mark.parametrize("spec", ["cm:mem=9", "cm:mem=26", "cm:mem=x", "cm:mem=", "cm:order=3", "cm:mem=12,mem=13"])
+def test_bad_specs_raise(spec):
+    with pytest.raises(ValueError):
+        make_predictor(spec)
