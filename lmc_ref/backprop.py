@@ -1,0 +1,207 @@
+"""Hand-written backward pass of the transformer, one function per operation.
+
+Each operation has a ``*_fwd`` that returns its output and a cache, and a
+``*_bwd`` that maps the gradient of the loss w.r.t. the output (``dout``) to the
+gradients w.r.t. its inputs and weights.  ``model_fwd`` / ``model_bwd`` chain them
+in the order of ``lmc_ref.predictors.transformer.forward``.  Everything is plain
+NumPy (BLAS matmuls) and works in float32 (training) or float64 (gradient
+checks, ``tests/test_backprop.py``).
+"""
+
+import math
+
+import numpy as np
+
+from .predictors.transformer import LN_EPS, get_config, shift_right, sinusoid_positions
+
+
+# -- embedding: h = E[tokens] * sqrt(d) ---------------------------------------
+def embed_fwd(table, tokens):
+    scale = np.asarray(math.sqrt(table.shape[1]), table.dtype)
+    return table[tokens] * scale, (tokens, table.shape, scale)  # [B, T, d]
+
+
+def embed_bwd(dout, cache):
+    tokens, shape, scale = cache
+    dtable = np.zeros(shape, dout.dtype)  # [V, d]
+    np.add.at(dtable, tokens.reshape(-1), dout.reshape(-1, shape[1]) * scale)
+    return dtable
+
+
+# -- positional add: h = x + P -------------------------------------------------
+def pos_fwd(x):
+    return x + sinusoid_positions(x.shape[-2], x.shape[-1]).astype(x.dtype)  # [B, T, d]
+
+
+def pos_bwd(dout):
+    return dout  # P is a constant: the gradient passes through unchanged
+
+
+# -- linear: y = x W (+ b) -----------------------------------------------------
+def linear_fwd(x, w, b=None):
+    y = x @ w  # [..., d_out]
+    if b is not None:
+        y = y + b
+    return y, (x, w, b is not None)
+
+
+def linear_bwd(dout, cache):
+    """Returns ``(dx, dw, db)``; ``db`` is None for a layer without bias."""
+    x, w, has_bias = cache
+    dx = dout @ w.T  # [..., d_in]
+    d2 = dout.reshape(-1, dout.shape[-1])  # [N, d_out]
+    dw = x.reshape(-1, x.shape[-1]).T @ d2  # [d_in, d_out]
+    return dx, dw, (d2.sum(axis=0) if has_bias else None)
+
+
+# -- causal multi-head attention core: (q, k, v) -> softmax(q k^T / sqrt(hd)) v
+def attention_fwd(q, k, v, num_heads):
+    """``q, k, v``: ``[B, T, d]`` projections; returns the merged heads ``[B, T, d]``."""
+    b, t, d = q.shape
+    hd = d // num_heads
+
+    def split(x):
+        return x.reshape(b, t, num_heads, hd).transpose(0, 2, 1, 3)  # [B, H, T, hd]
+
+    qh, kh, vh = split(q), split(k), split(v)
+    scale = np.asarray(1.0 / math.sqrt(hd), q.dtype)
+    s = (qh @ kh.transpose(0, 1, 3, 2)) * scale  # [B, H, T, T]
+    s = np.where(np.tril(np.ones((t, t), dtype=bool)), s, -np.inf)
+    s -= s.max(axis=-1, keepdims=True)
+    p = np.exp(s)  # [B, H, T, T]; masked entries are exactly 0
+    p /= p.sum(axis=-1, keepdims=True)
+    o = (p @ vh).transpose(0, 2, 1, 3).reshape(b, t, d)  # [B, T, d]
+    return o, (qh, kh, vh, p, scale)
+
+
+def attention_bwd(dout, cache):
+    """Gradients w.r.t. ``q, k, v`` (each ``[B, T, d]``).
+
+    With ``o = P V`` and ``P = softmax(S)`` row-wise, ``S = scale * Q K^T``:
+    ``dV = P^T dO``, ``dP = dO V^T``, ``dS = P * (dP - rowsum(dP * P))``
+    (masked entries have P = 0, so they get no gradient), ``dQ = scale dS K``,
+    ``dK = scale dS^T Q``.
+    """
+    qh, kh, vh, p, scale = cache
+    b, h, t, hd = qh.shape
+    do = dout.reshape(b, t, h, hd).transpose(0, 2, 1, 3)  # [B, H, T, hd]
+    dv = p.transpose(0, 1, 3, 2) @ do  # [B, H, T, hd]
+    dp = do @ vh.transpose(0, 1, 3, 2)  # [B, H, T, T]
+    ds = p * (dp - (dp * p).sum(axis=-1, keepdims=True)) * scale  # [B, H, T, T]
+    dq = ds @ kh  # [B, H, T, hd]
+    dk = ds.transpose(0, 1, 3, 2) @ qh  # [B, H, T, hd]
+
+    def merge(x):
+        return x.transpose(0, 2, 1, 3).reshape(b, t, h * hd)  # [B, T, d]
+
+    return merge(dq), merge(dk), merge(dv)
+
+
+# -- layer norm -----------------------------------------------------------------
+def layernorm_fwd(x, scale, offset):
+    mean = x.mean(axis=-1, keepdims=True)  # [..., 1]
+    xc = x - mean  # [..., d]
+    rstd = 1.0 / np.sqrt((xc * xc).mean(axis=-1, keepdims=True) + np.asarray(LN_EPS, x.dtype))
+    xhat = xc * rstd  # [..., d]
+    return xhat * scale + offset, (xhat, rstd, scale)
+
+
+def layernorm_bwd(dout, cache):
+    """Returns ``(dx, dscale, doffset)``."""
+    xhat, rstd, scale = cache
+    d = xhat.shape[-1]
+    dxhat = dout * scale  # [..., d]
+    dx = rstd * (dxhat - dxhat.mean(axis=-1, keepdims=True)
+                 - xhat * (dxhat * xhat).mean(axis=-1, keepdims=True))
+    flat = dout.reshape(-1, d)
+    return dx, (flat * xhat.reshape(-1, d)).sum(axis=0), flat.sum(axis=0)
+
+
+# -- GELU (tanh approximation) --------------------------------------------------
+_GELU_C = math.sqrt(2.0 / math.pi)
+
+
+def gelu_fwd(x):
+    c = np.asarray(_GELU_C, x.dtype)
+    a = np.asarray(0.044715, x.dtype)
+    th = np.tanh(c * (x + a * x * x * x))
+    return 0.5 * x * (1.0 + th), (x, th)
+
+
+def gelu_bwd(dout, cache):
+    x, th = cache
+    c = np.asarray(_GELU_C, x.dtype)
+    a = np.asarray(0.044715, x.dtype)
+    dth = (1.0 - th * th) * c * (1.0 + 3.0 * a * x * x)
+    return dout * (0.5 * (1.0 + th) + 0.5 * x * dth)
+
+
+# -- log-softmax + mean negative log-likelihood (nats) ---------------------------
+def nll_fwd(logits, targets):
+    """Mean over all positions of ``-log softmax(logits)[target]``; returns (loss, log-probs, cache)."""
+    z = logits - logits.max(axis=-1, keepdims=True)
+    logp = z - np.log(np.exp(z).sum(axis=-1, keepdims=True))  # [B, T, V]
+    picked = np.take_along_axis(logp, targets[..., None].astype(np.intp), axis=-1)[..., 0]  # [B, T]
+    return -picked.mean(), logp, (logp, targets)
+
+
+def nll_bwd(cache):
+    logp, targets = cache
+    g = np.exp(logp)  # [B, T, V]
+    np.put_along_axis(g, targets[..., None].astype(np.intp),
+                      np.take_along_axis(g, targets[..., None].astype(np.intp), axis=-1) - 1.0, axis=-1)
+    return g / targets.size
+
+
+# -- the whole model ------------------------------------------------------------
+def model_fwd(params, config, targets):
+    """Returns ``(loss_nats, logp [B, T, 256], caches)`` for a batch of targets ``[B, T]``."""
+    cfg = get_config(config)
+    targets = np.asarray(targets)
+    caches = {}
+    h, caches["embed"] = embed_fwd(params["embed"], shift_right(targets))  # [B, T, d]
+    h = pos_fwd(h)
+    for i in range(cfg["num_layers"]):
+        p = f"layer{i}."
+        q, caches[p + "wq"] = linear_fwd(h, params[p + "wq"])  # [B, T, d]
+        k, caches[p + "wk"] = linear_fwd(h, params[p + "wk"])
+        v, caches[p + "wv"] = linear_fwd(h, params[p + "wv"])
+        o, caches[p + "att"] = attention_fwd(q, k, v, cfg["num_heads"])  # [B, T, d]
+        o, caches[p + "wo"] = linear_fwd(o, params[p + "wo"])
+        h, caches[p + "ln1"] = layernorm_fwd(h + o, params[p + "ln1.scale"], params[p + "ln1.offset"])
+        f, caches[p + "ffn1"] = linear_fwd(h, params[p + "ffn1.w"], params[p + "ffn1.b"])  # [B, T, 4d]
+        f, caches[p + "gelu"] = gelu_fwd(f)
+        f, caches[p + "ffn2"] = linear_fwd(f, params[p + "ffn2.w"], params[p + "ffn2.b"])  # [B, T, d]
+        h, caches[p + "ln2"] = layernorm_fwd(h + f, params[p + "ln2.scale"], params[p + "ln2.offset"])
+    logits, caches["out"] = linear_fwd(h, params["out.w"], params["out.b"])  # [B, T, V]
+    loss, logp, caches["nll"] = nll_fwd(logits, targets)
+    caches["num_layers"] = cfg["num_layers"]
+    return loss, logp, caches
+
+
+def model_bwd(caches):
+    """Gradients of the mean NLL w.r.t. every parameter (same names as the params dict)."""
+    g = {}
+    dh, g["out.w"], g["out.b"] = linear_bwd(nll_bwd(caches["nll"]), caches["out"])
+    for i in reversed(range(caches["num_layers"])):
+        p = f"layer{i}."
+        dres, g[p + "ln2.scale"], g[p + "ln2.offset"] = layernorm_bwd(dh, caches[p + "ln2"])
+        df, g[p + "ffn2.w"], g[p + "ffn2.b"] = linear_bwd(dres, caches[p + "ffn2"])
+        df = gelu_bwd(df, caches[p + "gelu"])
+        dh1, g[p + "ffn1.w"], g[p + "ffn1.b"] = linear_bwd(df, caches[p + "ffn1"])
+        dh = dres + dh1  # gradient into the LN1 output (residual + FFN branch)
+        dres, g[p + "ln1.scale"], g[p + "ln1.offset"] = layernorm_bwd(dh, caches[p + "ln1"])
+        do, g[p + "wo"], _ = linear_bwd(dres, caches[p + "wo"])
+        dq, dk, dv = attention_bwd(do, caches[p + "att"])
+        dh = dres
+        for name, dproj in (("wq", dq), ("wk", dk), ("wv", dv)):
+            dx, g[p + name], _ = linear_bwd(dproj, caches[p + name])
+            dh = dh + dx
+    g["embed"] = embed_bwd(pos_bwd(dh), caches["embed"])
+    return g
+
+
+def loss_and_grads(params, config, targets):
+    """Mean NLL (nats) of ``targets [B, T]`` and its gradient for every parameter."""
+    loss, _, caches = model_fwd(params, config, targets)
+    return loss, model_bwd(caches)

@@ -1,0 +1,131 @@
+"""The transformer as a compressor: readable and fused paths, chunking, model-hash checks."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from lmc_ref import compressors, container
+from lmc_ref import train as tr
+from lmc_ref.coder import ArithmeticDecoder
+from lmc_ref.constants import CHUNK_SIZE
+from lmc_ref.predictors import make_predictor
+from lmc_ref.predictors import base
+from lmc_ref.predictors import transformer as tf
+from lmc_ref.quantize import quantize
+
+TINY = {"d_model": 16, "num_heads": 2, "num_layers": 2}
+TEXT = b"It was the best of times, it was the worst of times, it was the age of wisdom. " * 40
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _registered():
+    """Register "transformer" for this module only (other tests expect the default registry)."""
+    already = "transformer" in base.available()
+    tf.register_predictor()
+    tf.register_predictor()  # idempotent
+    yield
+    if not already:
+        base._REGISTRY.pop("transformer", None)
+
+
+def write_ckpt(path, params, config=TINY):
+    meta = {"config": tf.get_config(config), "hparams": tr.HPARAMS, "data_sha256": "", "history": []}
+    zeros = {k: np.zeros_like(w) for k, w in params.items()}
+    tr.save_checkpoint(path, {"step": 0, "meta": meta, "param": params, "adam_m": zeros, "adam_v": zeros})
+    return f"transformer:ckpt={path}"
+
+
+@pytest.fixture(scope="module")
+def random_spec(tmp_path_factory):
+    rng = np.random.default_rng(0)
+    params = {k: (w + 0.2 * rng.standard_normal(w.shape)).astype(np.float32)
+              for k, w in tf.init_params(TINY, seed=0).items()}
+    return write_ckpt(tmp_path_factory.mktemp("ckpt") / "random.npz", params)
+
+
+@pytest.fixture(scope="module")
+def trained_spec(tmp_path_factory):
+    path = tmp_path_factory.mktemp("ckpt") / "trained.npz"
+    tr.train(TINY, TEXT, steps=40, seq_len=64, batch=4, train_bytes=2800, val_chunks=1, progress=False,
+             out=path, hparams={"lr": 1e-2, "warmup": 5})
+    return f"transformer:ckpt={path}"
+
+
+def cdfs(spec, data, decode_payload=None):
+    """Quantized CDFs seen by the readable encoder (or by the decoder of ``decode_payload``)."""
+    pred = make_predictor(spec)
+    pred.reset()
+    seen = []
+    for s in data:
+        seen.append(quantize(pred.predict()))
+        pred.update(int(s))
+    return np.stack(seen)
+
+
+@pytest.mark.parametrize("which", ["random_spec", "trained_spec"])
+@pytest.mark.parametrize("length", [0, 1, 2, 300, CHUNK_SIZE, CHUNK_SIZE + 5])
+def test_round_trip_fused_equals_readable(request, which, length):
+    spec = request.getfixturevalue(which)
+    data = (TEXT * 2)[:length]
+    fused = compressors.compress(data, spec, path="fused", progress=False)
+    if length <= 300:
+        assert compressors.compress(data, spec, path="readable", progress=False) == fused
+        assert compressors.decompress(fused, path="readable", progress=False) == data
+    assert compressors.decompress(fused, progress=False) == data
+
+
+def test_encoder_and_decoder_cdfs_equal(random_spec, trained_spec):
+    data = np.frombuffer(TEXT[:200], np.uint8)
+    for spec in (random_spec, trained_spec):
+        pred = make_predictor(spec)
+        blob = compressors.compress(bytes(data), spec, progress=False)
+        # the decoder's readable loop, recording its CDFs
+        header, payload = container.unpack(blob)
+        dec, pred2, seen = ArithmeticDecoder(payload), make_predictor(spec), []
+        pred2.reset()
+        for _ in range(len(data)):
+            seen.append(quantize(pred2.predict()))
+            pred2.update(dec.decode(seen[-1]))
+        np.testing.assert_array_equal(np.stack(seen), cdfs(spec, data))
+        assert pred.model_bytes == 2 * tf.param_count(TINY)
+
+
+def test_context_restarts_every_chunk(random_spec):
+    pred = make_predictor(random_spec)
+    data = np.frombuffer((TEXT * 2)[: CHUNK_SIZE + 3], np.uint8)
+    pred.reset()
+    pdfs = []
+    for s in data:
+        pdfs.append(pred.predict())
+        pred.update(int(s))
+    pred.reset()
+    first = pred.predict()
+    np.testing.assert_array_equal(pdfs[CHUNK_SIZE], first)
+    ideal = pred.ideal_bits(data)
+    want = -sum(np.log2(p[s]) for p, s in zip(pdfs, data))
+    assert ideal == pytest.approx(want, rel=1e-12)
+
+
+def test_trained_model_compresses_its_text(trained_spec):
+    blob = compressors.compress(TEXT[:1000], trained_spec, progress=False)
+    assert len(blob) < 0.6 * 1000
+
+
+def test_hash_mismatch_and_bad_specs(tmp_path, random_spec):
+    blob = compressors.compress(TEXT[:50], random_spec, progress=False)
+    path = random_spec.split("=", 1)[1]
+    state = tr.load_checkpoint(path)
+    state["param"]["out.b"][0] += np.float32(0.5)
+    other = tmp_path / "other.npz"
+    tr.save_checkpoint(other, state)
+    header, payload = container.unpack(blob)
+    forged = container.pack(dataclasses.replace(header, spec=f"transformer:ckpt={other}"), payload)
+    with pytest.raises(ValueError, match="model mismatch"):
+        compressors.decompress(forged, progress=False)
+    with pytest.raises(ValueError, match="needs ckpt"):
+        make_predictor("transformer")
+    with pytest.raises(ValueError, match="cannot load"):
+        make_predictor(f"transformer:ckpt={tmp_path / 'missing.npz'}")
+    with pytest.raises(ValueError, match="unknown parameter"):
+        make_predictor(random_spec + ",foo=1")
