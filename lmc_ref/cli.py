@@ -26,7 +26,7 @@ from .predictors import available
 from .predictors import base as _predictor_base
 
 SUFFIX = ".lmc"
-COMMANDS = ("compress", "decompress", "info", "reproduce", "experiment")
+COMMANDS = ("compress", "decompress", "info", "reproduce", "experiment", "train")
 STDIN = "-"
 
 DESCRIPTION = """\
@@ -49,8 +49,7 @@ def _models_help():
     lines = [SPEC_HELP, "", f"available predictors (default: {compressors.DEFAULT_SPEC}):"]
     for name in available():
         lines.append(f"  {name}")
-        # No public accessor for the class yet; only its optional help_text() is used.
-        help_text = getattr(_predictor_base._REGISTRY.get(name), "help_text", None)
+        help_text = getattr(_predictor_base.predictor_class(name), "help_text", None)
         if callable(help_text):
             for line in help_text().strip().splitlines():
                 lines.extend(textwrap.wrap(line, 79, initial_indent=" " * 6, subsequent_indent=" " * 6))
@@ -121,6 +120,9 @@ def build_parser():
     rep.add_argument("--seed", type=int, default=0, help="seed of the random-bytes modality")
     rep.add_argument("--download", action="store_true",
                      help="if no enwik8 is found, download it (36 MB zip, checked) into the user cache")
+
+    commands.add_parser(
+        "train", add_help=False, help="train the paper's byte transformer (lmc-ref train --help)")
 
     exp = commands.add_parser(
         "experiment", help="run one of the paper's experiments (context, generate)",
@@ -319,6 +321,10 @@ def main(argv=None):
         0 on success, 1 if any file failed, 2 for a usage error, 130 on Ctrl-C.
     """
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["train"]:  # its own argparse, in lmc_ref.train
+        from .train import main as train_main
+
+        return train_main(argv[1:])
     if argv and argv[0] not in COMMANDS and argv[0] not in ("-h", "--help", "--version"):
         argv.insert(0, "compress")  # gzip style: "lmc-ref FILE", "lmc-ref -d FILE.lmc"
     parser = build_parser()

@@ -29,7 +29,11 @@ SPECIAL_INPUTS = {
 
 
 def test_every_predictor_is_covered():
-    assert sorted(SPECS) == available()
+    """Every registered predictor that needs no model file is round-tripped here; the
+    transformer (a checkpoint in its spec) has its own round-trip tests in test_transformer.py."""
+    from lmc_ref.predictors import predictor_class
+
+    assert sorted(SPECS) == [n for n in available() if not predictor_class(n).needs_model_file]
 
 
 ALL_SPECS = [spec for specs in SPECS.values() for spec in specs]

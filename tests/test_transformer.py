@@ -18,15 +18,9 @@ TINY = {"d_model": 16, "num_heads": 2, "num_layers": 2}
 TEXT = b"It was the best of times, it was the worst of times, it was the age of wisdom. " * 40
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _registered():
-    """Register "transformer" for this module only (other tests expect the default registry)."""
-    already = "transformer" in base.available()
-    tf.register_predictor()
-    tf.register_predictor()  # idempotent
-    yield
-    if not already:
-        base._REGISTRY.pop("transformer", None)
+def test_registered_as_a_predictor_needing_a_model_file():
+    assert "transformer" in base.available()
+    assert base.predictor_class("transformer").needs_model_file
 
 
 def write_ckpt(path, params, config=TINY):

@@ -38,6 +38,8 @@ class Predictor(ABC):
     model_hash = b""
     #: Numeric backend whose outputs this model's files depend on.
     backend = "cpu"
+    #: True for predictors that need a trained model file (``ckpt=PATH``) in their spec.
+    needs_model_file = False
     #: Bytes a decoder must hold besides the file (the adjusted rate adds them):
     #: 2 per parameter for neural models, stored tables for pretrained count
     #: models, 0 for purely adaptive ones.
@@ -103,6 +105,13 @@ def register(name):
 def available():
     """Names of all registered predictors."""
     return sorted(_REGISTRY)
+
+
+def predictor_class(name):
+    """The class registered under ``name`` (raises ``ValueError`` if there is none)."""
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown predictor {name!r}; available: {', '.join(available())}")
+    return _REGISTRY[name]
 
 
 def parse_spec(spec):

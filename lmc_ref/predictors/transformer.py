@@ -212,16 +212,24 @@ def forward(params, config, targets):
 
 # ------------------------------------------------------------ predictor ----
 
+@register("transformer")
 class TransformerPredictor(Predictor):
     """A trained checkpoint as a predictor (``transformer:ckpt=PATH``, after ``register_predictor()``).
 
     The context restarts every ``CHUNK_SIZE`` (2048) bytes: each chunk is coded
     from an empty context, as in the paper, with the KV cache of the chunk so far.
     Probabilities come from the Numba kernel ``transformer_kernels.pdf_at``
-    (no BLAS, no fastmath) on every path, so encoder and decoder agree exactly.
+    (no BLAS, no fast-math) on every path, so encoder and decoder agree exactly.
     """
 
+    @classmethod
+    def help_text(cls):
+        return ("transformer:ckpt=PATH  the paper's byte transformer, weights from a checkpoint "
+                "written by `lmc-ref train`; the .lmc header records the weights' SHA-256 and "
+                "decoding with another checkpoint is refused")
+
     backend = "cpu"
+    needs_model_file = True
 
     def __init__(self, ckpt):
         from ..train import load_checkpoint, model_hash
@@ -295,18 +303,6 @@ class TransformerPredictor(Predictor):
         """``-log2 p`` of ``data`` under the float model (chunks of 2048 from empty contexts)."""
         hist = np.asarray(data, dtype=np.uint8)
         return float(self._tk.ideal_bits(self._weights, self._kc, self._vc, hist, CHUNK_SIZE))
-
-
-def register_predictor():
-    """Make ``transformer:ckpt=PATH`` specs available (idempotent).
-
-    Not done at import time yet: the registry's users (``predictors/__init__``,
-    the every-predictor round-trip test) must first learn to supply a checkpoint.
-    """
-    from .base import available
-
-    if "transformer" not in available():
-        register("transformer")(TransformerPredictor)
 
 
 if __name__ == "__main__":
