@@ -205,3 +205,16 @@ def test_spec_is_canonical_and_recorded():
 def test_bad_specs_raise(spec):
     with pytest.raises(ValueError):
         make_predictor(spec)
+
+
+def test_byte_protocol_gives_the_bitwise_ideal_length(enwik8_head):
+    """predict() then update(byte), the byte-level protocol, sees exactly the bit model's
+    probabilities: the ideal length matches the fused bit-level sum."""
+    data = enwik8_head[:300]
+    predictor = make_predictor(SMALL)
+    bits = 0.0
+    for byte in data:
+        pdf = predictor.predict()
+        bits -= np.log2(pdf[byte])
+        predictor.update(byte)
+    assert bits == pytest.approx(make_predictor(SMALL).ideal_bits(np.frombuffer(data, np.uint8)), rel=1e-9)

@@ -347,7 +347,9 @@ class ContextMixingPredictor(Predictor):
         return pdf
 
     def update(self, symbol):
+        """Learn a whole byte: each bit's update needs the state its prediction set up."""
         for k in range(7, -1, -1):
+            self.predict_bit()
             self.update_bit((int(symbol) >> k) & 1)
 
     # --- fused path ----------------------------------------------------------
@@ -359,7 +361,8 @@ class ContextMixingPredictor(Predictor):
         s[K.S_MMLEN], s[K.S_MMPTR] = self.match.length, self.match.ptr
         return s
 
-    def _run(self, hist, decode, st, buf, payload, progress):
+    def _run(self, hist, decode, st, buf, payload, progress, ideal=None):
+        ideal = np.zeros(0) if ideal is None else ideal
         self.reset()
         s = self._state_vector()
         n = hist.shape[0]
@@ -375,18 +378,28 @@ class ContextMixingPredictor(Predictor):
             K.code_block(hist, start, end, decode, s, self.order0.t, self.contexts.tables, self.contexts.histories.t,
                          self.contexts.hashes, self.contexts.slots, self.match.table, self.match.counters.t,
                          self.mixer.weights, self.mixer.weights2, self.apm1.t, self.apm2.t,
-                         self.contexts.bucket_bits, self.match.bits, st, buf, payload)
+                         self.contexts.bucket_bits, self.match.bits, st, buf, payload, ideal)
             if progress is not None:
                 progress(end - start)
         self.reset()  # the fused loop leaves the readable state behind; start clean
         return buf
 
+    def ideal_bits(self, data):
+        """-log2 of the model's probability of ``data`` (uint8 array), from an empty state:
+        the sum over all coded bits of -log2 P(bit), computed in the fused loop."""
+        ideal = np.zeros(1)
+        self._encode(np.asarray(data, dtype=np.uint8), None, ideal)
+        return float(ideal[0])
+
     def fused_encode(self, data, progress=None):
+        return self._encode(data, progress, None)
+
+    def _encode(self, data, progress, ideal):
         st = encoder_init()
         no_payload = np.frombuffer(b"", np.uint8)
         buf = np.zeros(max_encoded_bytes(8 * min(data.shape[0], BLOCK), 18), np.uint8)
         hist = np.array(data, dtype=np.uint8)
-        buf = self._run(hist, False, st, buf, no_payload, progress)
+        buf = self._run(hist, False, st, buf, no_payload, progress, ideal)
         need = int(st[E_POS]) + max_encoded_bytes(0) + (int(st[E_PENDING]) + 7) // 8
         if need > buf.shape[0]:
             buf = np.concatenate([buf, np.zeros(need - buf.shape[0], np.uint8)])

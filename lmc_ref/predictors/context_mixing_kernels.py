@@ -427,10 +427,13 @@ def byte_pdf(pdf, predicted, mm_len, c4, t0, tables, hist_sm, hashes, slots, mm_
 # --8<-- [start:code_block]
 @njit(cache=True)
 def code_block(hist, start, end, decode, s, t0, tables, hist_sm, hashes, slots, mm_table, mm_sm, weights, weights2,
-               apm1, apm2, bucket_bits, mm_bits, st, buf, payload):
+               apm1, apm2, bucket_bits, mm_bits, st, buf, payload, ideal):
     """Predict + (en|de)code + update, 8 bits per byte, for bytes [start, end) of ``hist``.
 
     Decoding writes each byte into ``hist`` as it completes; encoding reads it.
+    If ``ideal`` has an element, ``ideal[0]`` accumulates -log2 of each coded
+    bit's probability (the model's ideal code length; the model is integer, so
+    there is no separate float model).
     The body spells out ``ContextMixingPredictor.predict_bit`` / ``update_bit``
     step by step, with the same scalar kernels.  The per-bit arrays are touched
     here and not passed to helper functions, which keeps Numba from
@@ -479,6 +482,8 @@ def code_block(hist, start, end, decode, s, t0, tables, hist_sm, hashes, slots, 
             else:
                 bit = (byte >> k) & 1
                 encode_bit(st, buf, bit, p)
+            if ideal.shape[0] > 0:
+                ideal[0] -= np.log2((p if bit else 65536 - p) / 65536.0)
             # ---- update (the same steps as update_bit)
             t0[c0] = counter_next(np.int64(t0[c0]), bit, LIMIT_ORDER0)
             for m in range(N_HASHED):
