@@ -130,6 +130,28 @@ def _save_wav(samples_u8, path):
     sf.write(path, pcm, data.AUDIO_RATE, subtype="PCM_16")
 
 
+def _save_waveform(context_u8, continuations, path):
+    """One plot: the real context and each sampler's continuation (8-bit sample values)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(len(continuations), 1, figsize=(8, 1.3 * len(continuations)), sharex=True)
+    axes = np.atleast_1d(axes)
+    n = len(context_u8)
+    for ax, (name, cont) in zip(axes, continuations.items()):
+        ax.plot(np.arange(n), context_u8, lw=0.6, color="gray")
+        ax.plot(np.arange(n, n + len(cont)), cont, lw=0.6, color="C0" if name != "truth" else "C2")
+        ax.set_ylabel(name, rotation=0, ha="right", fontsize=7)
+        ax.set_ylim(0, 255)  # the full 8-bit range on every panel
+        ax.set_yticks([])
+    axes[-1].set_xlabel("sample (16 kHz); grey: the real context")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def experiment(outdir="results", text=None, images=None, audio=None, quick=True, seed=0, log=print):
     """Run every sampler on text (and images/audio when present); write ``generate.json``,
     ``generate.md`` and the PNG/WAV files under ``outdir/generate/``."""
@@ -168,17 +190,23 @@ def experiment(outdir="results", text=None, images=None, audio=None, quick=True,
     audio = audio or (Path(root) / "audio" if root else None)
     if audio and Path(audio).is_dir():
         chunks = list(data.audio_chunks(audio, concatenate=True))
-        stream = np.frombuffer(b"".join(chunks[:2]), dtype=np.uint8)
+        middle = len(chunks) // 2  # inside the speech, not the silence at a file's start
+        stream = np.frombuffer(b"".join(chunks[middle : middle + 2]), dtype=np.uint8)
         context_a = stream[:AUDIO_CONTEXT].tobytes()
         truth_a = stream[AUDIO_CONTEXT : AUDIO_CONTEXT + AUDIO_SAMPLES]
         result["audio"] = {"files": {}}
-        _save_wav(np.concatenate([np.frombuffer(context_a, np.uint8), truth_a]), media / "audio_truth.wav")
+        context_u8 = np.frombuffer(context_a, np.uint8)
+        continuations = {"truth": truth_a}
+        _save_wav(np.concatenate([context_u8, truth_a]), media / "audio_truth.wav")
         result["audio"]["files"]["truth"] = "audio_truth.wav"
         for name in list(CLASSICAL_SIGNAL) + ours:
             generated = np.frombuffer(sample(name, context_a, AUDIO_SAMPLES, rng), dtype=np.uint8)
+            continuations[name] = generated
             file = media / f"audio_{_safe_name(name)}.wav"
-            _save_wav(np.concatenate([np.frombuffer(context_a, np.uint8), generated]), file)
+            _save_wav(np.concatenate([context_u8, generated]), file)
             result["audio"]["files"][name] = file.name
+        _save_waveform(context_u8[-512:], continuations, media / "audio_waveforms.png")
+        result["audio"]["waveforms"] = "audio_waveforms.png"
         log("generate: audio done")
 
     (outdir / "generate.json").write_text(json.dumps(result, indent=1))
@@ -205,9 +233,10 @@ def gallery(result):
         for name, file in result["image"]["files"].items():
             lines += [f"**{name}**", "", f"![{name}](generate/{file})", ""]
     if "audio" in result:
-        lines += ["Audio (16 kHz, 8-bit, converted to 16-bit WAV): the first 1024 samples are the "
-                  "real context, the last 256 are generated.", ""]
-        for name, file in result["audio"]["files"].items():
-            lines.append(f"- [{name}](generate/{file})")
-        lines.append("")
+        files = ", ".join(f"`{f}`" for f in result["audio"]["files"].values())
+        lines += ["Audio (16 kHz, 8-bit, from the middle of the recordings): the last 512 real "
+                  "samples of the context (grey), then 256 "
+                  "samples of the true continuation and of each sampler.  To listen, run the "
+                  f"command: it writes {files} beside this page's figures.", "",
+                  f"![audio continuations](generate/{result['audio']['waveforms']})", ""]
     return "\n".join(lines)

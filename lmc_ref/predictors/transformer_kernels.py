@@ -10,7 +10,7 @@ whole prefix.
 It is the *only* code that produces the probabilities the coder sees, so the
 encoder and the decoder get bit-identical pdfs by construction: same kernel,
 same inputs, same order of float operations.  For that reason it uses no
-``fastmath`` and no BLAS (a library may pick a different summation order on a
+``fast-math flags`` and no BLAS (a library may pick a different summation order on a
 different machine or thread count); the loops are ordered so that the inner
 loop is element-wise (``y[j] += x[i] * W[i, j]``), which the compiler can
 vectorise without reassociating any sum.
