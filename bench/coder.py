@@ -30,13 +30,11 @@ object with every figure.
 """
 
 import json
-import os
-import sys
 import time
-from pathlib import Path
 
 import constriction
 import numpy as np
+from common import text_sample
 from numba import njit
 
 from lmc_ref.coder import (
@@ -60,13 +58,7 @@ K = 256
 
 
 def load_symbols():
-    value = os.environ.get("LMC_REF_DATA")
-    if not value:
-        sys.exit("bench/coder.py: set LMC_REF_DATA to the folder holding enwik8_head (e.g. ../shared/data)")
-    path = Path(value) / "enwik8_head"
-    if not path.is_file():
-        sys.exit(f"bench/coder.py: {path} not found (LMC_REF_DATA must hold enwik8_head)")
-    data = np.frombuffer(path.read_bytes(), dtype=np.uint8)
+    data = np.frombuffer(text_sample(), dtype=np.uint8)
     return np.resize(data, N_SYMBOLS).astype(np.int64)  # wraps around if shorter
 
 

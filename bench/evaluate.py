@@ -11,9 +11,9 @@ cores), then one JSON line.
 
 import json
 import os
-import sys
 import time
-from pathlib import Path
+
+from common import text_sample
 
 from lmc_ref import data
 from lmc_ref.evaluate import evaluate
@@ -29,10 +29,7 @@ def run(chunks, workers):
 
 
 def main():
-    root = os.environ.get("LMC_REF_DATA")
-    if not root:
-        sys.exit("set LMC_REF_DATA to the folder holding enwik8_head (e.g. ../shared/data)")
-    chunks = list(data.text_chunks((Path(root) / "enwik8_head").read_bytes()))
+    chunks = list(data.text_chunks(text_sample()))
     cores = os.cpu_count() or 1
     run(chunks[:8], 1)  # compile / warm up
     t1, serial = run(chunks, 1)

@@ -12,22 +12,13 @@ from real encoded bytes that were decoded and compared.  Issue targets: rate
 import argparse
 import json
 import lzma
-import os
 import sys
-import time
 from pathlib import Path
+
+from common import best_time, text_sample
 
 from lmc_ref.compressors import compress, decompress
 from lmc_ref.predictors import make_predictor
-
-
-def best_time(fn, repeats):
-    best, result = float("inf"), None
-    for _ in range(repeats):
-        t = time.perf_counter()
-        result = fn()
-        best = min(best, time.perf_counter() - t)
-    return best, result
 
 
 def main():
@@ -36,14 +27,8 @@ def main():
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--file", help="input file (default: $LMC_REF_DATA/enwik8_head)")
     args = parser.parse_args()
-    if args.file:
-        path = Path(args.file)
-    else:
-        root = os.environ.get("LMC_REF_DATA")
-        if not root:
-            sys.exit("set LMC_REF_DATA to the folder holding enwik8_head (e.g. ../shared/data) or pass --file")
-        path = Path(root) / "enwik8_head"
-    data = path.read_bytes()
+    data = text_sample(args.file)
+    source = Path(args.file).name if args.file else "enwik8_head"
     mb = len(data) / 1e6
     spec = make_predictor(args.spec).spec
 
@@ -70,13 +55,13 @@ def main():
         rows["PPMd order 6 (pyppmd, 256 MB)"] = {"rate": 100 * len(pp) / len(data), "compress_mb_s": mb / t_enc,
                                                  "decompress_mb_s": mb / t_dec}
 
-    print(f"{path.name}: {len(data):,} bytes")
+    print(f"{source}: {len(data):,} bytes")
     print(f"{'compressor':36s} {'rate %':>8s} {'comp MB/s':>10s} {'decomp MB/s':>12s}")
     for name, row in rows.items():
         print(f"{name:36s} {row['rate']:8.3f} {row['compress_mb_s']:10.3f} {row['decompress_mb_s']:12.3f}")
     figures = {
         "bench": "ngram",
-        "file": path.name,
+        "file": source,
         "bytes": len(data),
         "spec": spec,
         "rate_percent": round(ours["rate"], 3),

@@ -35,11 +35,9 @@ Every width uses exactly the library's rule, through
 """
 
 import json
-import os
-import sys
-from pathlib import Path
 
 import numpy as np
+from common import text_sample
 from numba import njit
 
 from lmc_ref.constants import CDF_BITS
@@ -69,14 +67,8 @@ def quantize_rows(pdfs, bits):
 
 
 def load_symbols():
-    value = os.environ.get("LMC_REF_DATA")
-    if not value:
-        sys.exit("bench/quantization.py: set LMC_REF_DATA to the folder holding enwik8_head (e.g. ../shared/data)")
-    path = Path(value) / "enwik8_head"
-    if not path.is_file():
-        sys.exit(f"bench/quantization.py: {path} not found (LMC_REF_DATA must hold enwik8_head)")
-    data = np.frombuffer(path.read_bytes(), dtype=np.uint8)
-    return np.resize(data, N_SYMBOLS).astype(np.int64)
+    data = np.frombuffer(text_sample(), dtype=np.uint8)
+    return np.resize(data, N_SYMBOLS).astype(np.int64)  # wraps around if shorter
 
 
 def order2_static(symbols):

@@ -13,11 +13,10 @@ import argparse
 import json
 import math
 import os
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
+from common import text_sample
 
 from lmc_ref import train as tr
 from lmc_ref.backprop import loss_and_grads
@@ -104,10 +103,7 @@ def main():
     ap.add_argument("--config", default="200K")
     ap.add_argument("--steps", type=int, default=5)
     args = ap.parse_args()
-    root = os.environ.get("LMC_REF_DATA")
-    if not root:
-        sys.exit("set LMC_REF_DATA to the folder holding enwik8_head (e.g. ../shared/data)")
-    data, _ = tr.split_data(np.frombuffer((Path(root) / "enwik8_head").read_bytes(), np.uint8))
+    data, _ = tr.split_data(np.frombuffer(text_sample(), np.uint8))
     try:
         import torch  # noqa: F401
 

@@ -11,13 +11,12 @@ Prints one JSON line at the end.
 
 import argparse
 import json
-import os
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+from common import text_sample
 
 from lmc_ref.compressors import compress, decompress
 from lmc_ref.predictors import transformer as tf
@@ -36,10 +35,7 @@ def main():
     ap.add_argument("--ckpt", help="checkpoint (default: random 200K weights)")
     ap.add_argument("--kb", type=int, default=8, help="KB of text to code (default 8)")
     args = ap.parse_args()
-    root = os.environ.get("LMC_REF_DATA")
-    if not root:
-        sys.exit("set LMC_REF_DATA to the folder holding enwik8_head (e.g. ../shared/data)")
-    data = (Path(root) / "enwik8_head").read_bytes()[: args.kb * 1024]
+    data = text_sample()[: args.kb * 1024]
     with tempfile.TemporaryDirectory() as tmp:
         ckpt = args.ckpt or str(Path(tmp) / "random-200K.npz")
         if not args.ckpt:

@@ -346,12 +346,6 @@ def decode_bit(st, data, p1):
     return 0
 
 
-@njit(cache=True)
-def decoder_consumed_bytes(st):
-    """Bytes of input the decoder has read so far (including look-ahead)."""
-    return (st[D_BITPOS] + np.uint64(7)) >> np.uint64(3)
-
-
 # --------------------------------------------------------- Python API -------
 
 class ArithmeticEncoder:

@@ -31,6 +31,3 @@ CDF_TOTAL = 1 << CDF_BITS
 # non-zero interval, so no bit can ever be "impossible".
 BIT_PROB_BITS = 16
 BIT_PROB_ONE = 1 << BIT_PROB_BITS
-
-# Byte alphabet used by all byte-level predictors.
-BYTE_ALPHABET = 256

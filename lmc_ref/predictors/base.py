@@ -23,9 +23,9 @@ from abc import ABC, abstractmethod
 
 import numpy as np
 
-_REGISTRY = {}
+from ..container import MAX_SPEC_LENGTH  # a spec must fit the file header
 
-MAX_SPEC_LENGTH = 1024
+_REGISTRY = {}
 
 
 # --8<-- [start:protocol]

@@ -28,7 +28,7 @@ the same kernels in one compiled loop (``code_block``) and emit the same bytes.
 
 import numpy as np
 
-from ..coder import E_PENDING, E_POS, decoder_init, encoder_finish, encoder_init, max_encoded_bytes
+from . import fused
 from . import context_mixing_kernels as K
 from .base import Predictor, int_param, register, reject_unknown
 
@@ -361,53 +361,35 @@ class ContextMixingPredictor(Predictor):
         s[K.S_MMLEN], s[K.S_MMPTR] = self.match.length, self.match.ptr
         return s
 
-    def _run(self, hist, decode, st, buf, payload, progress, ideal=None):
+    def _block_coder(self, ideal=None):
+        """The compiled loop with this model's tables bound in (see ``fused``).  If
+        ``ideal`` is a 1-element array, it accumulates the ideal code length in bits."""
         ideal = np.zeros(0) if ideal is None else ideal
         self.reset()
         s = self._state_vector()
-        n = hist.shape[0]
-        for start in range(0, n, BLOCK):
-            end = min(n, start + BLOCK)
-            if not decode:  # room for this block, plus the pending E3 bits it may flush
-                need = (int(st[E_POS]) + max_encoded_bytes(8 * (end - start), 18)
-                        + (int(st[E_PENDING]) + 7) // 8)
-                if need > buf.shape[0]:
-                    grown = np.zeros(2 * need, np.uint8)
-                    grown[: buf.shape[0]] = buf
-                    buf = grown
+
+        def code_block(hist, start, end, decode, st, buf, payload):
             K.code_block(hist, start, end, decode, s, self.order0.t, self.contexts.tables, self.contexts.histories.t,
                          self.contexts.hashes, self.contexts.slots, self.match.table, self.match.counters.t,
                          self.mixer.weights, self.mixer.weights2, self.apm1.t, self.apm2.t,
                          self.contexts.bucket_bits, self.match.bits, st, buf, payload, ideal)
-            if progress is not None:
-                progress(end - start)
-        self.reset()  # the fused loop leaves the readable state behind; start clean
-        return buf
+
+        return code_block
 
     def ideal_bits(self, data):
         """-log2 of the model's probability of ``data`` (uint8 array), from an empty state:
         the sum over all coded bits of -log2 P(bit), computed in the fused loop."""
         ideal = np.zeros(1)
-        self._encode(np.asarray(data, dtype=np.uint8), None, ideal)
+        fused.encode(data, self._block_coder(ideal), BLOCK, 8 * 18)
+        self.reset()  # the fused loop leaves the readable state behind; start clean
         return float(ideal[0])
 
     def fused_encode(self, data, progress=None):
-        return self._encode(data, progress, None)
-
-    def _encode(self, data, progress, ideal):
-        st = encoder_init()
-        no_payload = np.frombuffer(b"", np.uint8)
-        buf = np.zeros(max_encoded_bytes(8 * min(data.shape[0], BLOCK), 18), np.uint8)
-        hist = np.array(data, dtype=np.uint8)
-        buf = self._run(hist, False, st, buf, no_payload, progress, ideal)
-        need = int(st[E_POS]) + max_encoded_bytes(0) + (int(st[E_PENDING]) + 7) // 8
-        if need > buf.shape[0]:
-            buf = np.concatenate([buf, np.zeros(need - buf.shape[0], np.uint8)])
-        return buf[: encoder_finish(st, buf)].tobytes()
+        payload = fused.encode(data, self._block_coder(), BLOCK, 8 * 18, progress)
+        self.reset()
+        return payload
 
     def fused_decode(self, payload, length, progress=None):
-        data = np.frombuffer(bytes(payload), np.uint8)
-        st = decoder_init(data)
-        out = np.zeros(length, np.uint8)
-        self._run(out, True, st, np.zeros(0, np.uint8), data, progress)
+        out = fused.decode(payload, length, self._block_coder(), BLOCK, progress)
+        self.reset()
         return out

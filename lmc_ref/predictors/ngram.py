@@ -43,7 +43,8 @@ Two implementations produce identical bytes (tested):
 import numpy as np
 from numba import njit
 
-from ..coder import E_PENDING, E_POS, decoder_init, encoder_finish, encoder_init, max_encoded_bytes
+from ..constants import CDF_BITS
+from . import fused
 from .base import Predictor, int_param, register, reject_unknown
 from .ngram_kernels import HASH_MUL, HEADER, MIX_MUL, _code_block, _ideal_bits
 
@@ -234,23 +235,15 @@ class NGramPredictor(Predictor):
 
     # --- fused path ----------------------------------------------------------
 
-    def _run(self, hist, decode, st, buf, payload, progress):
+    def _block_coder(self):
+        """The compiled loop with this model's tables bound in (see ``fused``)."""
         self.reset()
-        n = hist.shape[0]
-        for start in range(0, n, BLOCK):
-            end = min(n, start + BLOCK)
-            # Room for this block, plus the pending E3 bits it may have to flush.
-            if not decode:
-                need = int(st[E_POS]) + max_encoded_bytes(end - start) + (int(st[E_PENDING]) + 7) // 8
-            if not decode and need > buf.shape[0]:
-                grown = np.zeros(2 * need, np.uint8)
-                grown[: buf.shape[0]] = buf
-                buf = grown
+
+        def code_block(hist, start, end, decode, st, buf, payload):
             _code_block(hist, start, end, decode, self.order, self.mem, self._pool, self._dense, self._offsets,
                         self._widths, self._disc, ESCAPE_BONUS, COUNT_LIMIT, st, buf, payload)
-            if progress is not None:
-                progress(end - start)
-        return buf
+
+        return code_block
 
     def ideal_bits(self, data):
         """-log2 of the model's probability of ``data`` (uint8 array), from an empty context."""
@@ -260,19 +253,7 @@ class NGramPredictor(Predictor):
                                  self._widths, self._disc, ESCAPE_BONUS, COUNT_LIMIT))
 
     def fused_encode(self, data, progress=None):
-        st = encoder_init()
-        no_payload = np.frombuffer(b"", np.uint8)  # read-only, like the decoder's payload
-        buf = np.zeros(max_encoded_bytes(min(data.shape[0], BLOCK)), np.uint8)
-        hist = np.array(data, dtype=np.uint8)  # a writable copy: one compiled kernel serves both directions
-        buf = self._run(hist, False, st, buf, no_payload, progress)
-        need = int(st[E_POS]) + max_encoded_bytes(0) + (int(st[E_PENDING]) + 7) // 8
-        if need > buf.shape[0]:
-            buf = np.concatenate([buf, np.zeros(need - buf.shape[0], np.uint8)])
-        return buf[: encoder_finish(st, buf)].tobytes()
+        return fused.encode(data, self._block_coder(), BLOCK, CDF_BITS + 2, progress)
 
     def fused_decode(self, payload, length, progress=None):
-        data = np.frombuffer(bytes(payload), np.uint8)
-        st = decoder_init(data)
-        out = np.zeros(length, np.uint8)
-        self._run(out, True, st, np.zeros(0, np.uint8), data, progress)
-        return out
+        return fused.decode(payload, length, self._block_coder(), BLOCK, progress)

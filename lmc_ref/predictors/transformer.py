@@ -36,8 +36,8 @@ import math
 
 import numpy as np
 
-from ..coder import decoder_init, encoder_finish, encoder_init, max_encoded_bytes
-from ..constants import CHUNK_SIZE
+from ..constants import CDF_BITS, CHUNK_SIZE
+from . import fused
 from .base import Predictor, register, reject_unknown
 
 VOCAB = 256
@@ -276,28 +276,16 @@ class TransformerPredictor(Predictor):
         if self._t == CHUNK_SIZE:  # next chunk: empty context
             self._t, self._prev = 0, 0
 
-    def _run(self, hist, decode, st, buf, payload, progress):
-        for start in range(0, hist.shape[0], CHUNK_SIZE):
-            end = min(start + CHUNK_SIZE, hist.shape[0])
-            self._tk.code_block(self._weights, self._kc, self._vc, hist, start, end, decode, CHUNK_SIZE,
-                                st, buf, payload)
-            if progress is not None:
-                progress(end - start)
+    def _block_coder(self, hist, start, end, decode, st, buf, payload):
+        """One chunk (blocks are chunks: each starts from an empty context; see ``fused``)."""
+        self._tk.code_block(self._weights, self._kc, self._vc, hist, start, end, decode, CHUNK_SIZE,
+                            st, buf, payload)
 
     def fused_encode(self, data, progress=None):
-        st = encoder_init()
-        buf = np.zeros(max_encoded_bytes(data.shape[0]) + 16, np.uint8)
-        hist = np.array(data, dtype=np.uint8)  # writable, like the decoder's output: one compiled kernel
-        no_payload = np.frombuffer(b"", np.uint8)  # read-only, like the decoder's payload
-        self._run(hist, False, st, buf, no_payload, progress)
-        return buf[: encoder_finish(st, buf)].tobytes()
+        return fused.encode(data, self._block_coder, CHUNK_SIZE, CDF_BITS + 2, progress)
 
     def fused_decode(self, payload, length, progress=None):
-        data = np.frombuffer(bytes(payload), np.uint8)
-        st = decoder_init(data)
-        out = np.zeros(length, np.uint8)
-        self._run(out, True, st, np.zeros(0, np.uint8), data, progress)
-        return out
+        return fused.decode(payload, length, self._block_coder, CHUNK_SIZE, progress)
 
     def ideal_bits(self, data):
         """``-log2 p`` of ``data`` under the float model (chunks of 2048 from empty contexts)."""
