@@ -78,6 +78,10 @@ def build_parser():
     io.add_argument("--path", choices=("fused", "readable"), default="fused",
                     help="advanced: coding loop to run; 'fused' (compiled, default) and "
                          "'readable' (plain Python, slow) produce identical bytes")
+    io.add_argument("--backend", choices=("cpu", "cuda"), default=None,
+                    help="numeric backend: 'cpu' (default) or 'cuda' (the transformer on a GPU, many "
+                         "chunks at once); recorded in the file, and decompression must use the same "
+                         "one (it reads it from the header)")
     io.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                     help="show a progress bar on stderr (default: only for inputs over "
                          f"{compressors.PROGRESS_THRESHOLD >> 20} MB)")
@@ -260,9 +264,10 @@ def _code_one(name, args):
     data = _read(name)
     progress = "auto" if args.progress is None else args.progress
     if args.decompress:
-        result = compressors.decompress(data, path=args.path, progress=progress)
+        result = compressors.decompress(data, path=args.path, progress=progress, backend=args.backend)
     else:
-        result = compressors.compress(data, spec=args.model, path=args.path, progress=progress)
+        result = compressors.compress(data, spec=args.model, path=args.path, progress=progress,
+                                      backend=args.backend or "cpu")
 
     if to_stdout:
         sys.stdout.buffer.write(result)

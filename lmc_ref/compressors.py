@@ -113,9 +113,20 @@ def max_decodable_length(payload_len, alphabet_size):
     return int(bits / min_bits_per_symbol(alphabet_size)) + 1
 
 
-def compress(data, spec=DEFAULT_SPEC, path="fused", progress="auto"):
-    """Compress ``data`` (bytes-like) with the predictor named by ``spec``; return ``.lmc`` bytes."""
+def _readable_needs_cpu(predictor, path):
+    if path == "readable" and predictor.backend != "cpu":
+        raise ValueError(f"the readable path runs on the cpu backend only, not on {predictor.backend!r}")
+
+
+def compress(data, spec=DEFAULT_SPEC, path="fused", progress="auto", backend="cpu"):
+    """Compress ``data`` (bytes-like) with the predictor named by ``spec``; return ``.lmc`` bytes.
+
+    ``backend`` picks the numeric backend (``cpu``, or ``cuda`` for the
+    transformer on a GPU); the file records it and decoding uses the same one.
+    """
     predictor = make_predictor(spec)
+    predictor.use_backend(backend)
+    _readable_needs_cpu(predictor, path)
     arr = np.frombuffer(bytes(data), dtype=np.uint8)
     bar = _progress_bar(arr.shape[0], progress, "compress")
     try:
@@ -139,8 +150,11 @@ def compress(data, spec=DEFAULT_SPEC, path="fused", progress="auto"):
     return container.pack(header, payload)
 
 
-def decompress(blob, path="fused", progress="auto"):
+def decompress(blob, path="fused", progress="auto", backend=None):
     """Decode a ``.lmc`` file's bytes, verify length and CRC-32, and return the original bytes.
+
+    The file's header names the backend to decode on; ``backend``, if given,
+    must agree with it (floats on another backend round differently).
 
     Raises:
         ValueError: the file is not a valid ``.lmc`` file, names a predictor or
@@ -153,8 +167,14 @@ def decompress(blob, path="fused", progress="auto"):
             f"model mismatch: file was made with model hash {header.model_hash.hex() or '(none)'}, "
             f"this predictor has {predictor.model_hash.hex() or '(none)'}"
         )
-    if predictor.backend != header.backend:
-        raise ValueError(f"backend mismatch: file needs {header.backend!r}, predictor runs on {predictor.backend!r}")
+    if backend is not None and backend != header.backend:
+        raise ValueError(f"backend mismatch: the file was coded on {header.backend!r} and decodes only there, "
+                         f"not on {backend!r} (the backends round floats differently)")
+    try:
+        predictor.use_backend(header.backend)
+    except ValueError as err:
+        raise ValueError(f"backend mismatch: the file was coded on {header.backend!r}: {err}") from None
+    _readable_needs_cpu(predictor, path)
     limit = max_decodable_length(len(payload), predictor.alphabet_size)
     if header.length > limit:
         raise ValueError(

@@ -38,6 +38,8 @@ class Predictor(ABC):
     model_hash = b""
     #: Numeric backend whose outputs this model's files depend on.
     backend = "cpu"
+    #: Backends this predictor can run on (``use_backend``).
+    backends = ("cpu",)
     #: True for predictors that need a trained model file (``ckpt=PATH``) in their spec.
     needs_model_file = False
     #: Bytes a decoder must hold besides the file (the adjusted rate adds them):
@@ -77,6 +79,12 @@ class Predictor(ABC):
     def update_bit(self, bit: int) -> None:
         """Condition a bitwise predictor on the bit that occurred."""
         raise NotImplementedError(f"{type(self).__name__} is not a bitwise predictor")
+
+    def use_backend(self, name):
+        """Run on backend ``name`` from now on (raises ``ValueError`` if this predictor cannot)."""
+        if name != self.backend:
+            raise ValueError(f"predictor {getattr(self, 'registry_name', type(self).__name__)!r} "
+                             f"runs on {', '.join(self.backends)}, not on {name!r}")
 
     # Optional fast paths.  A predictor that implements them must produce the
     # same payload bytes as the readable predict/quantize/encode loop.

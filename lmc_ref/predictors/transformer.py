@@ -229,6 +229,7 @@ class TransformerPredictor(Predictor):
                 "decoding with another checkpoint is refused")
 
     backend = "cpu"
+    backends = ("cpu", "cuda")
     needs_model_file = True
 
     def __init__(self, ckpt):
@@ -262,6 +263,17 @@ class TransformerPredictor(Predictor):
     def spec(self):
         return f"transformer:ckpt={self.ckpt}"
 
+    def use_backend(self, name):
+        """``cpu`` (the Numba kernel) or ``cuda`` (``transformer_cuda``: batched chunks on a GPU)."""
+        if name == self.backend:
+            return
+        if name != "cuda":
+            super().use_backend(name)
+        from .transformer_cuda import CudaTransformer
+
+        self._gpu = CudaTransformer(self.params, self.config)
+        self.backend = "cuda"
+
     def reset(self):
         self._t, self._prev, self._pdf = 0, 0, None
 
@@ -282,9 +294,20 @@ class TransformerPredictor(Predictor):
                             st, buf, payload)
 
     def fused_encode(self, data, progress=None):
+        if self.backend == "cuda":  # one arithmetic-code stream per chunk, chunks side by side
+            from .transformer_cuda import pack_streams
+
+            chunks = [data[i:i + CHUNK_SIZE] for i in range(0, len(data), CHUNK_SIZE)]
+            return pack_streams(self._gpu.encode_chunks(chunks, progress)[0])
         return fused.encode(data, self._block_coder, CHUNK_SIZE, CDF_BITS + 2, progress)
 
     def fused_decode(self, payload, length, progress=None):
+        if self.backend == "cuda":
+            from .transformer_cuda import chunk_lengths, unpack_streams
+
+            streams = unpack_streams(payload, length)
+            chunks = self._gpu.decode_chunks(streams, chunk_lengths(length), progress)
+            return np.frombuffer(b"".join(chunks), np.uint8)
         return fused.decode(payload, length, self._block_coder, CHUNK_SIZE, progress)
 
     def ideal_bits(self, data):

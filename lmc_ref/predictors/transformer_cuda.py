@@ -1,0 +1,472 @@
+"""GPU inference for the transformer: numba.cuda kernels and a host driver that codes many chunks at once.
+
+The division of labour keeps the lossless contract simple:
+
+* **The GPU runs the model.**  ``step_kernel`` is the CUDA twin of the CPU
+  kernel ``transformer_kernels._step``: for one position ``t`` of every chunk
+  in a batch (one thread block per chunk) it reads the input token, appends
+  this position's keys and values to the chunk's KV cache in device memory,
+  attends over positions ``0..t`` and writes the 256 log-probabilities.
+* **The host codes.**  The float32 log-probabilities come back to the CPU,
+  where ``_code_position`` turns them into a pdf (``exp`` in float64, exactly
+  as the CPU backend does), quantizes them with ``lmc_ref.quantize`` -- still
+  the only place floats become integers -- and runs each chunk's own
+  arithmetic coder, chunks in parallel (``prange``).
+
+Encoder and decoder both run ``step_kernel`` one position at a time with the
+same inputs, so they compute the same bits: every sum inside the kernel has a
+fixed order (a thread's own loop, or a reduction tree whose shape is set by
+``THREADS``, a constant of the file format), there are no atomics, and a
+block never looks at another block's chunk, so batch size and GPU model do
+not enter the result.  The encoder *could* run all positions at once, but
+only through this same per-position kernel, so it simply runs the decoder's
+loop with known tokens.
+
+What is not promised: equality with the CPU backend.  The GPU's ``expf`` and
+``tanhf`` and its reduction trees round differently from the CPU kernel's
+sequential float64 sums, so a file records its backend (``cuda``) and the
+CPU backend refuses to decode it (and the reverse).
+
+Each 2048-byte chunk has its own arithmetic-code stream, so the chunks can be
+decoded side by side.  The payload of a ``cuda`` file is::
+
+    n x uint32 little-endian   stream length of each chunk (n = ceil(length / 2048))
+    the n streams, concatenated
+
+Tests run these kernels on the CPU with the CUDA simulator
+(``NUMBA_ENABLE_CUDASIM=1`` set before numba is imported; see
+``tests/test_transformer_cuda.py``).
+"""
+
+import math
+import struct
+
+import numpy as np
+from numba import cuda, float32, float64, njit, prange
+
+from ..coder import D_SIZE, E_SIZE, decode_interval, decoder_init, decoder_target, encode_interval, \
+    encoder_finish, encoder_init, max_encoded_bytes
+from ..constants import CDF_BITS, CHUNK_SIZE
+from ..quantize import quantize_interval, quantize_search
+from .transformer import LN_EPS, VOCAB, WIDENING, get_config, sinusoid_positions
+
+# --8<-- [start:limits]
+#: Threads per block.  Part of the numeric contract: the reduction trees (LayerNorm
+#: statistics, softmax maximum and normaliser) and the split of the attention-weighted
+#: value sum are shaped by it, so encoder and decoder must use the same value.
+THREADS = 128
+#: Largest model width the kernel's shared-memory buffers hold (the 3.2M config's).
+D_MAX = 256
+F_MAX = WIDENING * D_MAX
+QKV_MAX = 3 * D_MAX
+#: Longest context: one chunk.
+T_MAX = CHUNK_SIZE
+# --8<-- [end:limits]
+
+#: Number of offsets that describe one layer in the flat weight vector.
+_PER_LAYER = 12
+_NEG_INF = -math.inf
+
+
+def check_config(config):
+    """The config dict, if the kernel can run it (raises ``ValueError`` otherwise)."""
+    cfg = get_config(config)
+    d, h = cfg["d_model"], cfg["num_heads"]
+    hd = d // h
+    if d > D_MAX:
+        raise ValueError(f"the CUDA kernel holds models up to d_model={D_MAX}, not {d}")
+    if hd > THREADS or THREADS % hd:
+        raise ValueError(f"the CUDA kernel needs a head size dividing {THREADS}, not {hd}")
+    return cfg
+
+
+def pack_flat(params, config, max_len=T_MAX):
+    """All weights in one float32 vector plus the offset of each array (kernel argument order).
+
+    Offsets: ``[embed, positions, (wq, wk, wv, wo, ln1.scale, ln1.offset, ffn1.w,
+    ffn1.b, ffn2.w, ffn2.b, ln2.scale, ln2.offset) per layer, out.w, out.b]``.
+    The embedding is stored already multiplied by ``sqrt(d)``, as on the CPU.
+    """
+    cfg = check_config(config)
+    d = cfg["d_model"]
+    arrays = [np.asarray(params["embed"], np.float32) * np.float32(math.sqrt(d)),  # [V, d]
+              np.asarray(sinusoid_positions(max_len, d), np.float32)]  # [T_max, d]
+    for i in range(cfg["num_layers"]):
+        p = f"layer{i}."
+        for name in ("wq", "wk", "wv", "wo", "ln1.scale", "ln1.offset", "ffn1.w", "ffn1.b",
+                     "ffn2.w", "ffn2.b", "ln2.scale", "ln2.offset"):
+            arrays.append(np.asarray(params[p + name], np.float32))
+    arrays += [np.asarray(params["out.w"], np.float32), np.asarray(params["out.b"], np.float32)]
+    sizes = [a.size for a in arrays]
+    offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)  # [2 + 12 L + 2]
+    flat = np.concatenate([a.ravel() for a in arrays]).astype(np.float32)  # [n_params + T_max d]
+    return flat, offsets
+
+
+# ------------------------------------------------------------------ kernels ----
+# Every device function runs in all THREADS threads of a block; loops of the
+# form ``for j in range(tid, n, THREADS)`` give thread ``tid`` the outputs
+# ``tid, tid + THREADS, ...``, and each output is a sum the thread computes
+# alone, in index order.
+
+# --8<-- [start:reductions]
+@cuda.jit(device=True)
+def _block_sum(red, value):
+    """Sum of ``value`` over the block's threads: a fixed binary tree in shared memory."""
+    tid = cuda.threadIdx.x
+    red[tid] = value
+    cuda.syncthreads()
+    stride = THREADS // 2
+    while stride > 0:
+        if tid < stride:
+            red[tid] += red[tid + stride]
+        cuda.syncthreads()
+        stride //= 2
+    total = red[0]
+    cuda.syncthreads()
+    return total
+
+
+@cuda.jit(device=True)
+def _block_max(red, value):
+    """Maximum of ``value`` over the block's threads (exact in any order)."""
+    tid = cuda.threadIdx.x
+    red[tid] = value
+    cuda.syncthreads()
+    stride = THREADS // 2
+    while stride > 0:
+        if tid < stride and red[tid + stride] > red[tid]:
+            red[tid] = red[tid + stride]
+        cuda.syncthreads()
+        stride //= 2
+    total = red[0]
+    cuda.syncthreads()
+    return total
+# --8<-- [end:reductions]
+
+
+@cuda.jit(device=True)
+def _dot_column(x, n_in, w, base, n_out, j, acc):
+    """``acc + sum_i x[i] * W[i, j]`` for the row-major ``[n_in, n_out]`` matrix at ``w[base:]``."""
+    for i in range(n_in):
+        acc += x[i] * w[base + i * n_out + j]
+    return acc
+
+
+@cuda.jit(device=True)
+def _layer_norm(h, d, w, o_scale, o_offset, red):
+    """In place over ``h[:d]``: ``(h - mean) / sqrt(var + eps) * scale + offset``, statistics in float64."""
+    tid = cuda.threadIdx.x
+    part = float64(0.0)
+    for j in range(tid, d, THREADS):
+        part += float64(h[j])
+    mean = _block_sum(red, part) / d
+    part = float64(0.0)
+    for j in range(tid, d, THREADS):
+        part += (float64(h[j]) - mean) ** 2
+    rstd = 1.0 / math.sqrt(_block_sum(red, part) / d + LN_EPS)
+    for j in range(tid, d, THREADS):
+        h[j] = float32((float64(h[j]) - mean) * rstd) * w[o_scale + j] + w[o_offset + j]
+    cuda.syncthreads()
+
+
+@cuda.jit(device=True)
+def _gelu(x):
+    """GELU, tanh approximation; tanh in double (``tanhf`` would use approximate instructions)."""
+    c = float32(math.sqrt(2.0 / math.pi))
+    th = float32(math.tanh(float64(c * (x + float32(0.044715) * x * x * x))))
+    return float32(0.5) * x * (float32(1.0) + th)
+
+
+# --8<-- [start:attention]
+@cuda.jit(device=True)
+def _attention_head(q, base, kc, vc, b, layer, hh, hd, t, s, part, red, out):
+    """``out[base:base+hd]`` = softmax(q k^T / sqrt(hd)) v for head ``hh`` over cached positions 0..t."""
+    tid = cuda.threadIdx.x
+    scale = float32(1.0 / math.sqrt(hd))
+    m = float64(_NEG_INF)
+    for tau in range(tid, t + 1, THREADS):  # scores: one position per thread
+        acc = float32(0.0)
+        for e in range(hd):
+            acc += q[base + e] * kc[b, layer, hh, e, tau]
+        acc *= scale
+        s[tau] = acc
+        if acc > m:
+            m = float64(acc)
+    m32 = float32(_block_max(red, m))
+    z = float64(0.0)
+    for tau in range(tid, t + 1, THREADS):
+        p = float32(math.exp(float64(s[tau] - m32)))  # double exp: no approximate instructions
+        s[tau] = p
+        z += float64(p)
+    inv = float32(1.0 / _block_sum(red, z))  # the tree's barriers also publish s[]
+    groups = THREADS // hd  # thread (g, e): positions g, g + groups, ... of value dimension e
+    g = tid // hd
+    e = tid - g * hd
+    acc = float32(0.0)
+    for tau in range(g, t + 1, groups):
+        acc += (s[tau] * inv) * vc[b, layer, hh, tau, e]
+    part[tid] = acc
+    cuda.syncthreads()
+    if tid < hd:
+        acc = float32(0.0)
+        for gg in range(groups):  # the groups' partial sums, in group order
+            acc += part[gg * hd + tid]
+        out[base + tid] = acc
+    cuda.syncthreads()
+# --8<-- [end:attention]
+
+
+# --8<-- [start:step_kernel]
+@cuda.jit
+def step_kernel(w, offs, n_layers, n_heads, hd, t, tokens, kc, vc, logp):
+    """Position ``t`` of every chunk: block ``b`` reads ``tokens[b]``, fills its cache, writes ``logp[b]``.
+
+    Shapes: ``w`` flat float32 weights with offsets ``offs``; ``tokens [B]``;
+    ``kc [B, L, H, hd, T_max]``; ``vc [B, L, H, T_max, hd]``; ``logp [B, 256]``.
+    """
+    b = cuda.blockIdx.x
+    tid = cuda.threadIdx.x
+    d = n_heads * hd
+    f_dim = WIDENING * d
+    h = cuda.shared.array(D_MAX, float32)  # [d] residual stream
+    qkv = cuda.shared.array(QKV_MAX, float32)  # [3d] q | k | v
+    o = cuda.shared.array(D_MAX, float32)  # [d] attention output (all heads)
+    f = cuda.shared.array(F_MAX, float32)  # [4d] feed-forward hidden
+    s = cuda.shared.array(T_MAX, float32)  # [t+1] one head's scores, later the 256 logits
+    part = cuda.shared.array(THREADS, float32)  # partial value sums
+    red = cuda.shared.array(THREADS, float64)  # reduction tree
+    token = tokens[b]
+    for j in range(tid, d, THREADS):
+        h[j] = w[offs[0] + token * d + j] + w[offs[1] + t * d + j]
+    cuda.syncthreads()
+    for layer in range(n_layers):
+        ol = 2 + _PER_LAYER * layer
+        for j in range(tid, 3 * d, THREADS):  # q, k, v projections (no biases)
+            which = j // d
+            qkv[j] = _dot_column(h, d, w, offs[ol + which], d, j - which * d, float32(0.0))
+        cuda.syncthreads()
+        for j in range(tid, d, THREADS):  # append this position to the KV cache
+            hh = j // hd
+            e = j - hh * hd
+            kc[b, layer, hh, e, t] = qkv[d + j]
+            vc[b, layer, hh, t, e] = qkv[2 * d + j]
+        cuda.syncthreads()
+        for hh in range(n_heads):
+            _attention_head(qkv, hh * hd, kc, vc, b, layer, hh, hd, t, s, part, red, o)
+        for j in range(tid, d, THREADS):  # output projection + residual
+            h[j] += _dot_column(o, d, w, offs[ol + 3], d, j, float32(0.0))
+        cuda.syncthreads()
+        _layer_norm(h, d, w, offs[ol + 4], offs[ol + 5], red)
+        for j in range(tid, f_dim, THREADS):  # d -> 4d, GELU
+            f[j] = _gelu(_dot_column(h, d, w, offs[ol + 6], f_dim, j, w[offs[ol + 7] + j]))
+        cuda.syncthreads()
+        for j in range(tid, d, THREADS):  # 4d -> d + residual
+            h[j] += _dot_column(f, f_dim, w, offs[ol + 8], d, j, w[offs[ol + 9] + j])
+        cuda.syncthreads()
+        _layer_norm(h, d, w, offs[ol + 10], offs[ol + 11], red)
+    oo = 2 + _PER_LAYER * n_layers
+    m = float64(_NEG_INF)
+    for j in range(tid, VOCAB, THREADS):  # logits, then log-softmax
+        x = _dot_column(h, d, w, offs[oo], VOCAB, j, w[offs[oo + 1] + j])
+        s[j] = x
+        if x > m:
+            m = float64(x)
+    m = _block_max(red, m)
+    z = float64(0.0)
+    for j in range(tid, VOCAB, THREADS):
+        z += math.exp(float64(s[j]) - m)
+    lz = float32(m + math.log(_block_sum(red, z)))
+    for j in range(tid, VOCAB, THREADS):
+        logp[b, j] = s[j] - lz
+# --8<-- [end:step_kernel]
+
+
+# ------------------------------------------------------------- host coding ----
+
+# --8<-- [start:code_position]
+@njit(parallel=True, cache=True)
+def _code_position(logp, t, lengths, hist, tokens, decode, est, ebuf, dst, payload, starts, bits):
+    """Code position ``t`` of every chunk still that long, chunks in parallel.
+
+    ``pdf = exp(logp)`` in float64 and ``quantize`` exactly as the CPU backend;
+    the symbol (known when encoding, decoded otherwise) becomes the chunk's
+    next input token.  ``bits[b]`` accumulates the ideal ``-log2 p``.
+    """
+    for b in prange(logp.shape[0]):
+        if t >= lengths[b]:
+            continue
+        pdf = np.empty(VOCAB, np.float64)
+        for j in range(VOCAB):
+            pdf[j] = math.exp(np.float64(logp[b, j]))
+        if decode:
+            st = dst[b]
+            symbol, lo, hi = quantize_search(pdf, decoder_target(st))
+            decode_interval(st, payload[starts[b]:starts[b + 1]], lo, hi)
+            hist[b, t] = symbol
+        else:
+            lo, hi = quantize_interval(pdf, np.int64(hist[b, t]))
+            encode_interval(est[b], ebuf[b], lo, hi)
+        bits[b] -= np.float64(logp[b, hist[b, t]]) / math.log(2.0)
+        tokens[b] = hist[b, t]
+# --8<-- [end:code_position]
+
+
+@njit(cache=True)
+def _init_states(n, payload, starts, est, dst):
+    """Fresh encoder states, and decoder states at the start of each chunk's stream."""
+    for b in range(n):
+        est[b, :] = encoder_init()
+        dst[b, :] = decoder_init(payload[starts[b]:starts[b + 1]])
+
+
+@njit(cache=True)
+def _finish_all(n, est, ebuf, sizes):
+    for b in range(n):
+        sizes[b] = encoder_finish(est[b], ebuf[b])
+
+
+def stream_capacity(n_symbols=T_MAX):
+    """Bytes one chunk's stream can need (symbols plus the final flush)."""
+    return max_encoded_bytes(n_symbols, CDF_BITS + 2) + max_encoded_bytes(0)
+
+
+class CudaTransformer:
+    """The model's weights on the GPU, coding lists of chunks in batches.
+
+    Args:
+        params, config: weights and configuration (as for ``TransformerPredictor``).
+        batch: chunks per launch (default: as many as fit in a quarter of free GPU memory, ≤ 1024).
+    """
+
+    def __init__(self, params, config, batch=None):
+        cfg = check_config(config)
+        if not cuda.is_available():
+            raise ValueError("the cuda backend needs a CUDA GPU (numba.cuda.is_available() is False)")
+        self.cfg = cfg
+        self.n_layers, self.n_heads = cfg["num_layers"], cfg["num_heads"]
+        self.hd = cfg["d_model"] // cfg["num_heads"]
+        flat, offs = pack_flat(params, cfg)
+        self._w = cuda.to_device(flat)
+        self._offs = cuda.to_device(offs)
+        self.batch = batch or self._default_batch()
+
+    def cache_bytes_per_chunk(self):
+        return 2 * 4 * self.n_layers * self.cfg["d_model"] * T_MAX
+
+    def _default_batch(self):
+        try:
+            free, _ = cuda.current_context().get_memory_info()
+        except Exception:  # the simulator has no memory info
+            free = 1 << 30
+        return int(max(1, min(1024, free // 4 // self.cache_bytes_per_chunk())))
+
+    def _run(self, hist, lengths, decode, payload, starts, record=None):
+        """Code one batch: ``hist [B, T_max]`` (filled in when decoding); returns (streams, bits).
+
+        ``record [B, T, 256]``, if given, receives every position's log-probabilities.
+        """
+        n = hist.shape[0]
+        L, H, hd = self.n_layers, self.n_heads, self.hd
+        kc = cuda.device_array((n, L, H, hd, T_MAX), np.float32)  # [B, L, H, hd, T]
+        vc = cuda.device_array((n, L, H, T_MAX, hd), np.float32)  # [B, L, H, T, hd]
+        tokens = cuda.pinned_array(n, np.int32)  # [B] input of the next position
+        tokens[:] = 0
+        tokens_d = cuda.device_array(n, np.int32)
+        logp = cuda.pinned_array((n, VOCAB), np.float32)  # [B, 256]
+        logp_d = cuda.device_array((n, VOCAB), np.float32)
+        est = np.zeros((n, E_SIZE), np.uint64)
+        dst = np.zeros((n, D_SIZE), np.uint64)
+        ebuf = np.zeros((n, stream_capacity() if not decode else 0), np.uint8)
+        bits = np.zeros(n, np.float64)
+        _init_states(n, payload, starts, est, dst)
+        for t in range(int(lengths.max(initial=0))):
+            tokens_d.copy_to_device(tokens)
+            step_kernel[n, THREADS](self._w, self._offs, L, H, hd, t, tokens_d, kc, vc, logp_d)
+            logp_d.copy_to_host(logp)
+            if record is not None:
+                record[:, t] = logp
+            _code_position(logp, t, lengths, hist, tokens, decode, est, ebuf, dst, payload, starts, bits)
+        if decode:
+            return None, bits
+        sizes = np.zeros(n, np.int64)
+        _finish_all(n, est, ebuf, sizes)
+        return [ebuf[b, :sizes[b]].tobytes() for b in range(n)], bits
+
+    def encode_chunks(self, chunks, progress=None):
+        """Arithmetic-code each chunk (≤ 2048 bytes) from an empty context; return (streams, ideal bits)."""
+        streams, bits = [], []
+        empty = np.zeros(0, np.uint8)
+        for i in range(0, len(chunks), self.batch):
+            group = chunks[i:i + self.batch]
+            hist, lengths = _stack(group)
+            s, b = self._run(hist, lengths, False, empty, np.zeros(len(group) + 1, np.int64))
+            streams += s
+            bits += list(b)
+            if progress is not None:
+                progress(int(lengths.sum()))
+        return streams, bits
+
+    def logprobs(self, chunks):
+        """Log-probabilities ``[B, T, 256]`` of each chunk from an empty context (for tests)."""
+        hist, lengths = _stack(chunks)
+        record = np.zeros((len(chunks), int(lengths.max(initial=0)), VOCAB), np.float32)  # [B, T, 256]
+        self._run(hist, lengths, False, np.zeros(0, np.uint8), np.zeros(len(chunks) + 1, np.int64), record)
+        return record
+
+    def decode_chunks(self, streams, lengths, progress=None):
+        """Decode chunk ``i`` of ``lengths[i]`` bytes from ``streams[i]``; return the chunks."""
+        out = []
+        for i in range(0, len(streams), self.batch):
+            group = streams[i:i + self.batch]
+            lens = np.asarray(lengths[i:i + self.batch], np.int64)
+            hist = np.zeros((len(group), T_MAX), np.uint8)
+            starts = np.concatenate([[0], np.cumsum([len(s) for s in group])]).astype(np.int64)
+            payload = np.frombuffer(b"".join(group), np.uint8)
+            self._run(hist, lens, True, payload, starts)
+            out += [hist[b, :lens[b]].tobytes() for b in range(len(group))]
+            if progress is not None:
+                progress(int(lens.sum()))
+        return out
+
+
+def _stack(chunks):
+    """``[B, T_max]`` uint8 array of the chunks (zero-padded) and their lengths."""
+    hist = np.zeros((len(chunks), T_MAX), np.uint8)
+    lengths = np.zeros(len(chunks), np.int64)
+    for b, chunk in enumerate(chunks):
+        if len(chunk) > T_MAX:
+            raise ValueError(f"chunk of {len(chunk)} bytes exceeds the context of {T_MAX}")
+        hist[b, :len(chunk)] = np.frombuffer(bytes(chunk), np.uint8)
+        lengths[b] = len(chunk)
+    return hist, lengths
+
+
+# ------------------------------------------------------------ file payload ----
+
+def chunk_lengths(length):
+    """Lengths of the 2048-byte chunks (the last may be shorter) of ``length`` bytes."""
+    return [min(CHUNK_SIZE, length - i) for i in range(0, length, CHUNK_SIZE)]
+
+
+def pack_streams(streams):
+    """The ``cuda`` payload: a uint32 length per stream, then the streams."""
+    return b"".join(struct.pack("<I", len(s)) for s in streams) + b"".join(streams)
+
+
+def unpack_streams(payload, length):
+    """Split a ``cuda`` payload for ``length`` original bytes into its streams, validating sizes."""
+    n = len(chunk_lengths(length))
+    if len(payload) < 4 * n:
+        raise ValueError(f"payload of {len(payload)} bytes is too short for the stream table of {n} chunks")
+    sizes = struct.unpack(f"<{n}I", payload[:4 * n])
+    cap = stream_capacity()
+    if any(s > cap for s in sizes):
+        raise ValueError(f"a chunk stream claims more than the {cap} bytes a 2048-byte chunk can need")
+    if sum(sizes) != len(payload) - 4 * n:
+        raise ValueError(f"stream table sums to {sum(sizes)} bytes but {len(payload) - 4 * n} follow it")
+    streams, pos = [], 4 * n
+    for s in sizes:
+        streams.append(bytes(payload[pos:pos + s]))
+        pos += s
+    return streams

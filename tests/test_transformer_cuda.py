@@ -1,0 +1,201 @@
+"""The CUDA backend's kernels against the NumPy model, and lossless batched coding on the GPU.
+
+Marked ``cuda``: excluded from a plain ``pytest`` run, which instead runs this
+file in a subprocess under the CUDA simulator (``tests/test_cuda_backend.py``).
+Run it directly with ``NUMBA_ENABLE_CUDASIM=1 pytest -m cuda tests/test_transformer_cuda.py``
+(simulator), or ``pytest -m cuda tests/test_transformer_cuda.py`` on a machine with a GPU.
+
+In the simulator every GPU thread is a Python thread, so the shapes are tiny
+and ``THREADS`` (the block size) is lowered to 16: the kernels run the same
+code, with a smaller reduction tree.  On a GPU the real value (128) is used.
+"""
+
+import math
+import sys
+
+import numpy as np
+import pytest
+from numba import config as numba_config
+from numba import cuda, float32, float64
+
+from lmc_ref import compressors, container
+from lmc_ref import train as tr
+from lmc_ref.predictors import transformer as tf
+from lmc_ref.predictors import transformer_cuda as tc
+
+SIMULATOR = bool(numba_config.ENABLE_CUDASIM)
+pytestmark = [
+    pytest.mark.cuda,
+    pytest.mark.skipif(not (SIMULATOR or cuda.is_available()),
+                       reason="needs a CUDA GPU or NUMBA_ENABLE_CUDASIM=1"),
+]
+
+TINY = {"d_model": 8, "num_heads": 2, "num_layers": 2}
+RED_MAX = 128  # shared-memory size in the test kernels (>= THREADS)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _small_blocks():
+    """In the simulator: 16 threads per block, and fast thread switching (see module docstring)."""
+    if not SIMULATOR:
+        yield
+        return
+    old_threads, old_switch = tc.THREADS, sys.getswitchinterval()
+    tc.THREADS = 16
+    sys.setswitchinterval(1e-5)
+    yield
+    tc.THREADS = old_threads
+    sys.setswitchinterval(old_switch)
+
+
+def params_for(config, seed=0):
+    rng = np.random.default_rng(seed)
+    return {k: (w + 0.3 * rng.standard_normal(w.shape)).astype(np.float32)
+            for k, w in tf.init_params(config, seed=seed).items()}
+
+
+# ------------------------------------------------------------ device functions
+
+@cuda.jit
+def _reduce_kernel(values, out):
+    red = cuda.shared.array(RED_MAX, float64)
+    b = cuda.blockIdx.x
+    tid = cuda.threadIdx.x
+    total = tc._block_sum(red, values[b, tid])
+    biggest = tc._block_max(red, values[b, tid])
+    if tid == 0:
+        out[b, 0] = total
+        out[b, 1] = biggest
+
+
+def test_block_reductions_match_numpy():
+    rng = np.random.default_rng(1)
+    values = rng.standard_normal((3, tc.THREADS))  # [blocks, threads]
+    out = np.zeros((3, 2))
+    _reduce_kernel[3, tc.THREADS](values, out)
+    np.testing.assert_allclose(out[:, 0], values.sum(axis=1), rtol=1e-12)
+    np.testing.assert_array_equal(out[:, 1], values.max(axis=1))
+
+
+@cuda.jit
+def _norm_gelu_kernel(x, w, d, ln_out, gelu_out):
+    h = cuda.shared.array(tc.D_MAX, float32)
+    red = cuda.shared.array(RED_MAX, float64)
+    b = cuda.blockIdx.x
+    tid = cuda.threadIdx.x
+    for j in range(tid, d, tc.THREADS):
+        h[j] = x[b, j]
+        gelu_out[b, j] = tc._gelu(x[b, j])
+    cuda.syncthreads()
+    tc._layer_norm(h, d, w, 0, d, red)
+    for j in range(tid, d, tc.THREADS):
+        ln_out[b, j] = h[j]
+
+
+@pytest.mark.parametrize("d", [8, 24])
+def test_layer_norm_and_gelu_match_numpy(d):
+    rng = np.random.default_rng(d)
+    x = (3 * rng.standard_normal((2, d))).astype(np.float32)  # [blocks, d]
+    scale, offset = rng.standard_normal(d).astype(np.float32), rng.standard_normal(d).astype(np.float32)
+    w = np.concatenate([scale, offset])  # flat weights: scale at 0, offset at d
+    ln_out, gelu_out = np.zeros_like(x), np.zeros_like(x)
+    _norm_gelu_kernel[2, tc.THREADS](x, w, d, ln_out, gelu_out)
+    x64 = x.astype(np.float64)
+    np.testing.assert_allclose(ln_out, tf.layer_norm(x64, scale, offset), atol=2e-6)
+    np.testing.assert_allclose(gelu_out, tf.gelu(x64), atol=2e-6)
+
+
+@cuda.jit
+def _attention_kernel(q, kc, vc, t, out):
+    s = cuda.shared.array(tc.T_MAX, float32)
+    part = cuda.shared.array(RED_MAX, float32)
+    red = cuda.shared.array(RED_MAX, float64)
+    o = cuda.shared.array(tc.D_MAX, float32)
+    b = cuda.blockIdx.x
+    hd = kc.shape[3]
+    for hh in range(kc.shape[2]):
+        tc._attention_head(q[b], hh * hd, kc, vc, b, 0, hh, hd, t, s, part, red, o)
+    for j in range(cuda.threadIdx.x, q.shape[1], tc.THREADS):
+        out[b, j] = o[j]
+
+
+@pytest.mark.parametrize("t", [0, 5, 40])
+def test_attention_head_matches_numpy(t):
+    rng = np.random.default_rng(t)
+    blocks, heads, hd = 2, 2, 4
+    q = rng.standard_normal((blocks, heads * hd)).astype(np.float32)  # [B, d]
+    kc = np.zeros((blocks, 1, heads, hd, tc.T_MAX), np.float32)  # [B, L, H, hd, T]
+    vc = np.zeros((blocks, 1, heads, tc.T_MAX, hd), np.float32)  # [B, L, H, T, hd]
+    kc[..., : t + 1] = rng.standard_normal((blocks, 1, heads, hd, t + 1))
+    vc[..., : t + 1, :] = rng.standard_normal((blocks, 1, heads, t + 1, hd))
+    out = np.zeros_like(q)
+    _attention_kernel[blocks, tc.THREADS](q, kc, vc, t, out)
+    for b in range(blocks):
+        for hh in range(heads):
+            k = kc[b, 0, hh, :, : t + 1].astype(np.float64)  # [hd, t+1]
+            v = vc[b, 0, hh, : t + 1].astype(np.float64)  # [t+1, hd]
+            scores = q[b, hh * hd:(hh + 1) * hd].astype(np.float64) @ k / math.sqrt(hd)  # [t+1]
+            p = np.exp(scores - scores.max())
+            np.testing.assert_allclose(out[b, hh * hd:(hh + 1) * hd], (p / p.sum()) @ v, atol=2e-6)
+
+
+# ----------------------------------------------------------------- the model
+
+def test_step_kernel_matches_numpy_forward():
+    params = params_for(TINY)
+    gpu = tc.CudaTransformer(params, TINY, batch=4)
+    rng = np.random.default_rng(2)
+    chunks = [rng.integers(0, 256, n, dtype=np.uint8).tobytes() for n in (7, 3, 1)]
+    got = gpu.logprobs(chunks)  # [B, T, 256]
+    for b, chunk in enumerate(chunks):
+        want = tf.forward({k: w.astype(np.float64) for k, w in params.items()}, TINY,
+                          np.frombuffer(chunk, np.uint8))  # [T, 256]
+        np.testing.assert_allclose(got[b, : len(chunk)], want, atol=5e-5)
+
+
+def test_batched_coding_round_trips_and_ignores_batch_size():
+    params = params_for(TINY, seed=3)
+    rng = np.random.default_rng(3)
+    chunks = [rng.integers(0, 256, n, dtype=np.uint8).tobytes() for n in (6, 1, 4)] + [b"aaaa"]
+    streams, bits = tc.CudaTransformer(params, TINY, batch=4).encode_chunks(chunks)
+    # another batch split computes the same bits: a block never sees another block's chunk
+    streams_b, _ = tc.CudaTransformer(params, TINY, batch=3).encode_chunks(chunks)
+    assert streams_b == streams
+    lengths = [len(c) for c in chunks]
+    assert tc.CudaTransformer(params, TINY, batch=1).decode_chunks(streams, lengths) == chunks
+    for stream, ideal in zip(streams, bits):
+        assert 8 * len(stream) <= ideal + 16  # coder overhead + final flush bits
+
+
+def test_encoder_and_decoder_see_equal_logprobs():
+    """The decoder's probabilities are the encoder's, bit for bit (not merely close)."""
+    params = params_for(TINY, seed=4)
+    gpu = tc.CudaTransformer(params, TINY, batch=2)
+    chunks = [b"abracadabra"[:6], b"xyz"]
+    seen = gpu.logprobs(chunks)
+    streams, _ = gpu.encode_chunks(chunks)
+    decoded = gpu.decode_chunks(streams, [len(c) for c in chunks])
+    assert decoded == chunks
+    np.testing.assert_array_equal(gpu.logprobs(decoded), seen)
+
+
+def test_container_round_trip_and_backend_checks(tmp_path):
+    params = params_for(TINY, seed=5)
+    meta = {"config": tf.get_config(TINY), "hparams": tr.HPARAMS, "data_sha256": "", "history": []}
+    zeros = {k: np.zeros_like(w) for k, w in params.items()}
+    path = tmp_path / "tiny.npz"
+    tr.save_checkpoint(path, {"step": 0, "meta": meta, "param": params, "adam_m": zeros, "adam_v": zeros})
+    spec = f"transformer:ckpt={path}"
+    data = b"hello!"
+    blob = compressors.compress(data, spec, progress=False, backend="cuda")
+    header, payload = container.unpack(blob)
+    assert header.backend == "cuda"
+    assert tc.unpack_streams(payload, len(data))  # one stream, table validated
+    assert compressors.decompress(blob, progress=False) == data
+    with pytest.raises(ValueError, match="backend mismatch"):
+        compressors.decompress(blob, progress=False, backend="cpu")
+    cpu_blob = compressors.compress(data, spec, progress=False)
+    with pytest.raises(ValueError, match="backend mismatch"):
+        compressors.decompress(cpu_blob, progress=False, backend="cuda")
+    with pytest.raises(ValueError, match="readable path"):
+        compressors.compress(data, spec, path="readable", progress=False, backend="cuda")
