@@ -16,14 +16,24 @@ checking the script in the CUDA simulator).
 """
 
 import argparse
+import importlib.util
 import json
+import os
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-from common import text_sample
+# This file is named like NVIDIA's ``cuda`` package, which numba-cuda imports
+# (``cuda.bindings``): keep its folder off the import path, load ``common`` by path.
+_HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _HERE]
+_spec = importlib.util.spec_from_file_location("bench_common", os.path.join(_HERE, "common.py"))
+_common = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_common)
+text_sample = _common.text_sample
+
+import numpy as np  # noqa: E402
 
 from lmc_ref.compressors import compress, decompress
 from lmc_ref.constants import CHUNK_SIZE

@@ -42,13 +42,20 @@ import math
 import struct
 
 import numpy as np
-from numba import cuda, float32, float64, njit, prange
 
-from ..coder import D_SIZE, E_SIZE, decode_interval, decoder_init, decoder_target, encode_interval, \
-    encoder_finish, encoder_init, max_encoded_bytes
-from ..constants import CDF_BITS, CHUNK_SIZE
-from ..quantize import quantize_interval, quantize_search
-from .transformer import LN_EPS, VOCAB, WIDENING, get_config, sinusoid_positions
+if not hasattr(np, "row_stack"):
+    # numba-cuda <= 0.30 registers an overload for np.row_stack, which NumPy 2.5
+    # removed, and fails at the first kernel compile without it.  It was an alias
+    # of np.vstack; restoring the alias lets those versions compile our kernels.
+    np.row_stack = np.vstack
+
+from numba import cuda, float32, float64, njit, prange  # noqa: E402
+
+from ..coder import (D_SIZE, E_SIZE, decode_interval, decoder_init, decoder_target,  # noqa: E402
+                     encode_interval, encoder_finish, encoder_init, max_encoded_bytes)
+from ..constants import CDF_BITS, CHUNK_SIZE  # noqa: E402
+from ..quantize import quantize_interval, quantize_search  # noqa: E402
+from .transformer import LN_EPS, VOCAB, WIDENING, get_config, sinusoid_positions  # noqa: E402
 
 # --8<-- [start:limits]
 #: Threads per block.  Part of the numeric contract: the reduction trees (LayerNorm
