@@ -85,21 +85,38 @@ def gpu_backend(gpu, text_chunks, batch, chunk_len):
             "ideal_rate_percent": round(100 * sum(bits) / 8 / n, 3), "verified": True}
 
 
-def kernel_only(gpu, batch):
-    """Seconds for the 2048 step launches of one batch with no transfers or host coding (where time goes)."""
+def kernel_only(gpu, batch, kernel=None, every=1):
+    """Seconds for the 2048 step launches of one batch with no transfers or host coding (where time goes).
+
+    ``every > 1`` launches only positions 0, every, 2 every, ... and scales the time up.
+    """
     from numba import cuda
 
+    kernel = kernel or tc.step_kernel
     L, H, hd = gpu.n_layers, gpu.n_heads, gpu.hd
-    kc = cuda.device_array((batch, L, H, hd, tc.T_MAX), np.float32)
-    vc = cuda.device_array((batch, L, H, tc.T_MAX, hd), np.float32)
+    kc = cuda.device_array(batch * L * H * hd * tc.T_MAX, np.float32)
+    vc = cuda.device_array(batch * L * H * tc.T_MAX * hd, np.float32)
     tokens = cuda.to_device(np.zeros(batch, np.int32))
     logp = cuda.device_array((batch, tf.VOCAB), np.float32)
+    kernel[batch, tc.THREADS](gpu._w, gpu._offs, L, H, hd, 0, tokens, kc, vc, logp)  # compile
     cuda.synchronize()
     t0 = time.perf_counter()
-    for t in range(tc.T_MAX):
-        tc.step_kernel[batch, tc.THREADS](gpu._w, gpu._offs, L, H, hd, t, tokens, kc, vc, logp)
+    for t in range(0, tc.T_MAX, every):
+        kernel[batch, tc.THREADS](gpu._w, gpu._offs, L, H, hd, t, tokens, kc, vc, logp)
     cuda.synchronize()
-    return time.perf_counter() - t0
+    return (time.perf_counter() - t0) * every
+
+
+def register_sweep(gpu, batch, caps):
+    """Kernel-only seconds (every 8th position, scaled) per register cap (0: no cap)."""
+    from numba import cuda
+
+    out = {}
+    for cap in caps:
+        kernel = cuda.jit(max_registers=cap)(tc.step_kernel.py_func) if cap else cuda.jit(tc.step_kernel.py_func)
+        out[str(cap)] = round(kernel_only(gpu, batch, kernel, every=8), 3)
+        log(f"  register cap {cap or 'none'}: 2048 launches of batch {batch} take ~{out[str(cap)]} s")
+    return out
 
 
 def main():
@@ -108,6 +125,8 @@ def main():
     ap.add_argument("--batches", default="1,8,64,256,1024", help="chunks per batch (default: %(default)s)")
     ap.add_argument("--cpu-kb", type=int, default=4, help="KB coded by the CPU baseline (default: %(default)s)")
     ap.add_argument("--tiny", action="store_true", help="tiny model, 16-byte chunks (simulator check)")
+    ap.add_argument("--sweep-registers", default="", help="register caps to time the kernel with, e.g. 0,96,64,40 "
+                                                          "(0: none), on the first config's largest batch")
     args = ap.parse_args()
     from numba import cuda
 
@@ -136,6 +155,9 @@ def main():
             gpu.decode_chunks(gpu.encode_chunks([text[:8]])[0], [8])  # compile the kernels
             row["compile_s"] = round(time.perf_counter() - t0, 1)
             log(f"{config}: {row['parameters']:,} parameters, GPU kernels ready in {row['compile_s']} s")
+            if args.sweep_registers and config == configs[0]:
+                caps = [int(c) for c in args.sweep_registers.split(",")]
+                row["register_sweep_s"] = register_sweep(gpu, max(batches), caps)
             row["gpu"] = []
             for batch in batches:
                 r = gpu_backend(gpu, text_chunks, batch, chunk_len)

@@ -31,7 +31,10 @@ pytestmark = [
 ]
 
 TINY = {"d_model": 8, "num_heads": 2, "num_layers": 2}
-RED_MAX = 128  # shared-memory size in the test kernels (>= THREADS)
+# shared-memory sizes in the test kernels (module constants, so the CUDA compiler sees literals)
+RED_MAX = 128  # >= THREADS
+D_MAX = tc.D_MAX
+T_MAX = tc.T_MAX
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -79,7 +82,7 @@ def test_block_reductions_match_numpy():
 
 @cuda.jit
 def _norm_gelu_kernel(x, w, d, ln_out, gelu_out):
-    h = cuda.shared.array(tc.D_MAX, float32)
+    h = cuda.shared.array(D_MAX, float32)
     red = cuda.shared.array(RED_MAX, float64)
     b = cuda.blockIdx.x
     tid = cuda.threadIdx.x
@@ -106,15 +109,15 @@ def test_layer_norm_and_gelu_match_numpy(d):
 
 
 @cuda.jit
-def _attention_kernel(q, kc, vc, t, out):
-    s = cuda.shared.array(tc.T_MAX, float32)
+def _attention_kernel(q, kc, vc, hd, t, out):
+    s = cuda.shared.array(T_MAX, float32)
     part = cuda.shared.array(RED_MAX, float32)
     red = cuda.shared.array(RED_MAX, float64)
-    o = cuda.shared.array(tc.D_MAX, float32)
+    o = cuda.shared.array(D_MAX, float32)
     b = cuda.blockIdx.x
-    hd = kc.shape[3]
-    for hh in range(kc.shape[2]):
-        tc._attention_head(q[b], hh * hd, kc, vc, b, 0, hh, hd, t, s, part, red, o)
+    heads = q.shape[1] // hd
+    for hh in range(heads):
+        tc._attention_head(q[b], hh * hd, kc, vc, tc.cache_offset(b, 0, hh, 1, heads, hd), hd, t, s, part, red, o)
     for j in range(cuda.threadIdx.x, q.shape[1], tc.THREADS):
         out[b, j] = o[j]
 
@@ -129,7 +132,7 @@ def test_attention_head_matches_numpy(t):
     kc[..., : t + 1] = rng.standard_normal((blocks, 1, heads, hd, t + 1))
     vc[..., : t + 1, :] = rng.standard_normal((blocks, 1, heads, t + 1, hd))
     out = np.zeros_like(q)
-    _attention_kernel[blocks, tc.THREADS](q, kc, vc, t, out)
+    _attention_kernel[blocks, tc.THREADS](q, kc.ravel(), vc.ravel(), hd, t, out)
     for b in range(blocks):
         for hh in range(heads):
             k = kc[b, 0, hh, :, : t + 1].astype(np.float64)  # [hd, t+1]

@@ -49,6 +49,7 @@ if not hasattr(np, "row_stack"):
     # of np.vstack; restoring the alias lets those versions compile our kernels.
     np.row_stack = np.vstack
 
+from numba import config as numba_config  # noqa: E402
 from numba import cuda, float32, float64, njit, prange  # noqa: E402
 
 from ..coder import (D_SIZE, E_SIZE, decode_interval, decoder_init, decoder_target,  # noqa: E402
@@ -68,6 +69,12 @@ F_MAX = WIDENING * D_MAX
 QKV_MAX = 3 * D_MAX
 #: Longest context: one chunk.
 T_MAX = CHUNK_SIZE
+#: Register cap per thread for ``step_kernel``.  Unconstrained, the compiler
+#: gives it ~185 registers, which fits only two 128-thread blocks on a
+#: multiprocessor; at 64, eight fit.  (A register cap changes where values live,
+#: never the arithmetic, so it is not part of the numeric contract.)
+MAX_REGISTERS = 64
+_KERNEL_OPTIONS = {} if numba_config.ENABLE_CUDASIM else {"max_registers": MAX_REGISTERS}  # simulator: no caps
 # --8<-- [end:limits]
 
 #: Number of offsets that describe one layer in the flat weight vector.
@@ -187,15 +194,19 @@ def _gelu(x):
 
 # --8<-- [start:attention]
 @cuda.jit(device=True)
-def _attention_head(q, base, kc, vc, b, layer, hh, hd, t, s, part, red, out):
-    """``out[base:base+hd]`` = softmax(q k^T / sqrt(hd)) v for head ``hh`` over cached positions 0..t."""
+def _attention_head(q, base, kc, vc, cbase, hd, t, s, part, red, out):
+    """``out[base:base+hd]`` = softmax(q k^T / sqrt(hd)) v over cached positions 0..t.
+
+    The head's keys are ``kc[cbase + e * T_MAX + tau]`` and its values
+    ``vc[cbase + tau * hd + e]`` (flat caches: see ``cache_offset``).
+    """
     tid = cuda.threadIdx.x
     scale = float32(1.0 / math.sqrt(hd))
     m = float64(_NEG_INF)
     for tau in range(tid, t + 1, THREADS):  # scores: one position per thread
         acc = float32(0.0)
         for e in range(hd):
-            acc += q[base + e] * kc[b, layer, hh, e, tau]
+            acc += q[base + e] * kc[cbase + e * T_MAX + tau]
         acc *= scale
         s[tau] = acc
         if acc > m:
@@ -212,7 +223,7 @@ def _attention_head(q, base, kc, vc, b, layer, hh, hd, t, s, part, red, out):
     e = tid - g * hd
     acc = float32(0.0)
     for tau in range(g, t + 1, groups):
-        acc += (s[tau] * inv) * vc[b, layer, hh, tau, e]
+        acc += (s[tau] * inv) * vc[cbase + tau * hd + e]
     part[tid] = acc
     cuda.syncthreads()
     if tid < hd:
@@ -224,13 +235,23 @@ def _attention_head(q, base, kc, vc, b, layer, hh, hd, t, s, part, red, out):
 # --8<-- [end:attention]
 
 
+@cuda.jit(device=True)
+def cache_offset(b, layer, hh, n_layers, n_heads, hd):
+    """Start of chunk ``b``'s cache for one layer and head in the flat caches.
+
+    Keys are stored ``[B, L, H, hd, T_max]`` (the score loop reads positions
+    contiguously), values ``[B, L, H, T_max, hd]``; both blocks have the same size.
+    """
+    return ((b * n_layers + layer) * n_heads + hh) * hd * T_MAX
+
+
 # --8<-- [start:step_kernel]
-@cuda.jit
+@cuda.jit(**_KERNEL_OPTIONS)
 def step_kernel(w, offs, n_layers, n_heads, hd, t, tokens, kc, vc, logp):
     """Position ``t`` of every chunk: block ``b`` reads ``tokens[b]``, fills its cache, writes ``logp[b]``.
 
     Shapes: ``w`` flat float32 weights with offsets ``offs``; ``tokens [B]``;
-    ``kc [B, L, H, hd, T_max]``; ``vc [B, L, H, T_max, hd]``; ``logp [B, 256]``.
+    ``kc``, ``vc`` flat ``[B * L * H * hd * T_max]`` (see ``cache_offset``); ``logp [B, 256]``.
     """
     b = cuda.blockIdx.x
     tid = cuda.threadIdx.x
@@ -256,11 +277,13 @@ def step_kernel(w, offs, n_layers, n_heads, hd, t, tokens, kc, vc, logp):
         for j in range(tid, d, THREADS):  # append this position to the KV cache
             hh = j // hd
             e = j - hh * hd
-            kc[b, layer, hh, e, t] = qkv[d + j]
-            vc[b, layer, hh, t, e] = qkv[2 * d + j]
+            cb = cache_offset(b, layer, hh, n_layers, n_heads, hd)
+            kc[cb + e * T_MAX + t] = qkv[d + j]
+            vc[cb + t * hd + e] = qkv[2 * d + j]
         cuda.syncthreads()
         for hh in range(n_heads):
-            _attention_head(qkv, hh * hd, kc, vc, b, layer, hh, hd, t, s, part, red, o)
+            _attention_head(qkv, hh * hd, kc, vc, cache_offset(b, layer, hh, n_layers, n_heads, hd),
+                            hd, t, s, part, red, o)
         for j in range(tid, d, THREADS):  # output projection + residual
             h[j] += _dot_column(o, d, w, offs[ol + 3], d, j, float32(0.0))
         cuda.syncthreads()
@@ -375,8 +398,8 @@ class CudaTransformer:
         """
         n = hist.shape[0]
         L, H, hd = self.n_layers, self.n_heads, self.hd
-        kc = cuda.device_array((n, L, H, hd, T_MAX), np.float32)  # [B, L, H, hd, T]
-        vc = cuda.device_array((n, L, H, T_MAX, hd), np.float32)  # [B, L, H, T, hd]
+        kc = cuda.device_array(n * L * H * hd * T_MAX, np.float32)  # [B, L, H, hd, T] flat
+        vc = cuda.device_array(n * L * H * T_MAX * hd, np.float32)  # [B, L, H, T, hd] flat
         tokens = cuda.pinned_array(n, np.int32)  # [B] input of the next position
         tokens[:] = 0
         tokens_d = cuda.device_array(n, np.int32)
