@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import container
+from .constants import CHUNK_SIZE
 from .compressors import CLASSICAL, compress, decompress
 from .predictors import make_predictor
 
@@ -105,15 +106,43 @@ def _measure_job(job):
     return _measure(*job)
 
 
-def evaluate(name, chunks, chunked=True, verify=True, ideal=True, workers=1, progress=False):
+def _evaluate_batched(name, chunks, chunked, verify, backend):
+    """``evaluate`` for a predictor on a batched backend (``cuda``): all chunks coded side by side.
+
+    A chunk's size is what ``compress(chunk, backend=backend)`` would store as
+    payload: its stream plus its 4-byte entry in the stream table.
+    """
+    predictor = make_predictor(name)
+    predictor.use_backend(backend)
+    pieces = chunks if chunked else [b"".join(chunks)]
+    if any(len(p) > CHUNK_SIZE for p in pieces):  # whole-data rows: the ordinary file path
+        blobs = [compress(p, name, progress=False, backend=backend) for p in pieces]
+        sizes = [len(container.unpack(b)[1]) for b in blobs]
+        if verify and any(decompress(b, progress=False) != p for b, p in zip(blobs, pieces)):
+            raise AssertionError(f"{name} did not round-trip on {backend}")
+        bits = None
+    else:
+        streams, chunk_bits = predictor.gpu.encode_chunks(pieces)
+        if verify and predictor.gpu.decode_chunks(streams, [len(p) for p in pieces]) != pieces:
+            raise AssertionError(f"{name} did not round-trip on {backend}")
+        sizes, bits = [4 + len(s) for s in streams], float(sum(chunk_bits))
+    header_size = len(compress(b"", name, progress=False, backend=backend))  # an empty file is its header
+    return Rate(predictor.spec, chunked, len(pieces), sum(len(c) for c in chunks), sum(sizes) + header_size,
+                model_bytes=predictor.model_bytes, ideal_bits=bits, verified=verify)
+
+
+def evaluate(name, chunks, chunked=True, verify=True, ideal=True, workers=1, progress=False, backend="cpu"):
     """The rate of compressor ``name`` (a ``CLASSICAL`` key or a predictor spec) on ``chunks``.
 
     ``chunked``: each chunk coded alone (predictors from an empty context), the
     header counted once; otherwise the concatenation as one stream.  Chunks are
     spread over ``workers`` processes; every chunk is decoded and compared
-    unless ``verify`` is false.
+    unless ``verify`` is false.  ``backend="cuda"`` codes a predictor's chunks
+    side by side on the GPU (the transformer), in this process.
     """
     chunks = [bytes(c) for c in chunks]
+    if backend != "cpu" and name not in CLASSICAL:
+        return _evaluate_batched(name, chunks, chunked, verify, backend)
     pieces = chunks if chunked else [b"".join(chunks)]
     batch = max(1, min(64, -(-len(pieces) // (4 * max(workers, 1)))))
     jobs = [(name, pieces[i : i + batch], verify, ideal) for i in range(0, len(pieces), batch)]

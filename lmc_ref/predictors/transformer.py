@@ -271,7 +271,7 @@ class TransformerPredictor(Predictor):
             super().use_backend(name)
         from .transformer_cuda import CudaTransformer
 
-        self._gpu = CudaTransformer(self.params, self.config)
+        self.gpu = CudaTransformer(self.params, self.config)
         self.backend = "cuda"
 
     def reset(self):
@@ -298,7 +298,7 @@ class TransformerPredictor(Predictor):
             from .transformer_cuda import pack_streams
 
             chunks = [data[i:i + CHUNK_SIZE] for i in range(0, len(data), CHUNK_SIZE)]
-            return pack_streams(self._gpu.encode_chunks(chunks, progress)[0])
+            return pack_streams(self.gpu.encode_chunks(chunks, progress)[0])
         return fused.encode(data, self._block_coder, CHUNK_SIZE, CDF_BITS + 2, progress)
 
     def fused_decode(self, payload, length, progress=None):
@@ -306,7 +306,7 @@ class TransformerPredictor(Predictor):
             from .transformer_cuda import chunk_lengths, unpack_streams
 
             streams = unpack_streams(payload, length)
-            chunks = self._gpu.decode_chunks(streams, chunk_lengths(length), progress)
+            chunks = self.gpu.decode_chunks(streams, chunk_lengths(length), progress)
             return np.frombuffer(b"".join(chunks), np.uint8)
         return fused.decode(payload, length, self._block_coder, CHUNK_SIZE, progress)
 
