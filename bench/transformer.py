@@ -5,7 +5,8 @@ Run:  LMC_REF_DATA=../shared/data python bench/transformer.py [--ckpt CKPT] [--k
 Uses ``--ckpt`` if given, else random weights of the 200K configuration (the
 speed does not depend on the values).  Codes the first ``--kb`` KB of
 ``$LMC_REF_DATA/enwik8_head`` in 2048-byte chunks through the Numba KV-cache
-kernel, decodes and compares.  Issue target: >= 10 KB/s each way on 2 cores.
+kernel (chunks side by side on all cores, one arithmetic stream each), decodes
+and compares.  Issue target: >= 10 KB/s each way on 2 cores.
 Prints one JSON line at the end.
 """
 

@@ -23,7 +23,7 @@ from typing import Callable
 import numpy as np
 
 from . import container
-from .coder import ArithmeticDecoder, ArithmeticEncoder
+from .coder import ArithmeticDecoder, ArithmeticEncoder, max_encoded_bytes
 from .constants import CDF_TOTAL, CODER_PRECISION
 from .predictors import make_predictor
 from .quantize import quantize
@@ -113,6 +113,25 @@ def max_decodable_length(payload_len, alphabet_size):
     return int(bits / min_bits_per_symbol(alphabet_size)) + 1
 
 
+def _readable_payload(predictor, arr):
+    """``encode_readable``; per chunk for predictors that code each chunk as its own stream."""
+    chunk = getattr(predictor, "chunk_streams", None)
+    if not chunk:
+        return encode_readable(predictor, arr)
+    return container.pack_chunk_streams([encode_readable(predictor, arr[i:i + chunk])
+                                         for i in range(0, arr.shape[0], chunk)])
+
+
+def _readable_decode(predictor, payload, length):
+    chunk = getattr(predictor, "chunk_streams", None)
+    if not chunk:
+        return decode_readable(predictor, payload, length)
+    capacity = max_encoded_bytes(chunk) + max_encoded_bytes(0)
+    streams = container.unpack_chunk_streams(payload, length, chunk, capacity)
+    parts = [decode_readable(predictor, s, n) for s, n in zip(streams, container.chunk_lengths(length, chunk))]
+    return np.concatenate(parts) if parts else np.zeros(0, np.uint8)
+
+
 def _readable_needs_cpu(predictor, path):
     if path == "readable" and predictor.backend != "cpu":
         raise ValueError(f"the readable path runs on the cpu backend only, not on {predictor.backend!r}")
@@ -136,7 +155,7 @@ def compress(data, spec=DEFAULT_SPEC, path="fused", progress="auto", backend="cp
         elif path != "readable":
             raise ValueError(f"unknown coding path {path!r} (fused or readable)")
         if payload is None:
-            payload = encode_readable(predictor, arr)
+            payload = _readable_payload(predictor, arr)
     finally:
         if bar is not None:
             bar.close()
@@ -188,7 +207,7 @@ def decompress(blob, path="fused", progress="auto", backend=None):
         elif path != "readable":
             raise ValueError(f"unknown coding path {path!r} (fused or readable)")
         if out is None:
-            out = decode_readable(predictor, payload, header.length)
+            out = _readable_decode(predictor, payload, header.length)
     finally:
         if bar is not None:
             bar.close()

@@ -150,3 +150,43 @@ def unpack(blob):
     header = Header(spec=spec, backend=backend, length=length, crc32=crc, model_hash=model_hash, version=version)
     header.validate()
     return header, bytes(blob[r.pos :])
+
+
+# --8<-- [start:chunk_streams]
+# Payload layout of predictors whose context restarts every ``chunk`` bytes
+# (the transformer): each chunk is its own arithmetic-code stream, so chunks
+# can be encoded and decoded side by side (threads, or GPU blocks)::
+#
+#     n x uint32 little-endian   byte length of each chunk's stream, n = ceil(length / chunk)
+#     the n streams, concatenated
+
+def chunk_lengths(length, chunk):
+    """Lengths of the ``chunk``-byte pieces of ``length`` bytes (the last may be shorter)."""
+    return [min(chunk, length - i) for i in range(0, length, chunk)]
+
+
+def pack_chunk_streams(streams):
+    """The payload for a list of per-chunk streams: the length table, then the streams."""
+    return b"".join(struct.pack("<I", len(s)) for s in streams) + b"".join(streams)
+
+
+def unpack_chunk_streams(payload, length, chunk, capacity):
+    """Split a per-chunk payload for ``length`` original bytes into its streams.
+
+    ``capacity`` bounds one stream (what a full chunk can need); the table must
+    fit, its entries must respect the bound and sum to the bytes that follow.
+    """
+    n = len(chunk_lengths(length, chunk))
+    if len(payload) < 4 * n:
+        raise ValueError(f"payload of {len(payload)} bytes is too short for the stream table of {n} chunks")
+    sizes = struct.unpack(f"<{n}I", bytes(payload[: 4 * n]))
+    if any(s > capacity for s in sizes):
+        raise ValueError(f"a chunk stream claims more than the {capacity} bytes a {chunk}-byte chunk can need")
+    if sum(sizes) != len(payload) - 4 * n:
+        raise ValueError(f"stream table sums to {sum(sizes)} bytes but {len(payload) - 4 * n} follow it")
+    streams, pos = [], 4 * n
+    for s in sizes:
+        streams.append(bytes(payload[pos : pos + s]))
+        pos += s
+    return streams
+# --8<-- [end:chunk_streams]

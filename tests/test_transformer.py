@@ -76,7 +76,8 @@ def test_encoder_and_decoder_cdfs_equal(random_spec, trained_spec):
         blob = compressors.compress(bytes(data), spec, progress=False)
         # the decoder's readable loop, recording its CDFs
         header, payload = container.unpack(blob)
-        dec, pred2, seen = ArithmeticDecoder(payload), make_predictor(spec), []
+        (stream,) = container.unpack_chunk_streams(payload, len(data), CHUNK_SIZE, len(payload))  # one chunk
+        dec, pred2, seen = ArithmeticDecoder(stream), make_predictor(spec), []
         pred2.reset()
         for _ in range(len(data)):
             seen.append(quantize(pred2.predict()))

@@ -41,7 +41,6 @@ Two implementations produce identical bytes (tested):
 """
 
 import numpy as np
-from numba import njit
 
 from ..constants import CDF_BITS
 from . import fused

@@ -36,8 +36,8 @@ import math
 
 import numpy as np
 
-from ..constants import CDF_BITS, CHUNK_SIZE
-from . import fused
+from .. import container
+from ..constants import CHUNK_SIZE
 from .base import Predictor, register, reject_unknown
 
 VOCAB = 256
@@ -288,32 +288,30 @@ class TransformerPredictor(Predictor):
         if self._t == CHUNK_SIZE:  # next chunk: empty context
             self._t, self._prev = 0, 0
 
-    def _block_coder(self, hist, start, end, decode, st, buf, payload):
-        """One chunk (blocks are chunks: each starts from an empty context; see ``fused``)."""
-        self._tk.code_block(self._weights, self._kc, self._vc, hist, start, end, decode, CHUNK_SIZE,
-                            st, buf, payload)
+    # Each chunk is its own arithmetic-code stream (``container.pack_chunk_streams``),
+    # so chunks are coded side by side: threads on the CPU, thread blocks on a GPU.
+    chunk_streams = CHUNK_SIZE
 
     def fused_encode(self, data, progress=None):
-        if self.backend == "cuda":  # one arithmetic-code stream per chunk, chunks side by side
-            from .transformer_cuda import pack_streams
-
-            chunks = [data[i:i + CHUNK_SIZE] for i in range(0, len(data), CHUNK_SIZE)]
-            return pack_streams(self.gpu.encode_chunks(chunks, progress)[0])
-        return fused.encode(data, self._block_coder, CHUNK_SIZE, CDF_BITS + 2, progress)
+        chunks = [data[i:i + CHUNK_SIZE] for i in range(0, len(data), CHUNK_SIZE)]
+        if self.backend == "cuda":
+            streams = self.gpu.encode_chunks(chunks, progress)[0]
+        else:
+            streams = self._tk.encode_chunks(self._weights, self.config["num_heads"], chunks, progress)[0]
+        return container.pack_chunk_streams(streams)
 
     def fused_decode(self, payload, length, progress=None):
+        streams = container.unpack_chunk_streams(payload, length, CHUNK_SIZE, self._tk.stream_capacity())
+        lengths = container.chunk_lengths(length, CHUNK_SIZE)
         if self.backend == "cuda":
-            from .transformer_cuda import chunk_lengths, unpack_streams
-
-            streams = unpack_streams(payload, length)
-            chunks = self.gpu.decode_chunks(streams, chunk_lengths(length), progress)
-            return np.frombuffer(b"".join(chunks), np.uint8)
-        return fused.decode(payload, length, self._block_coder, CHUNK_SIZE, progress)
+            return np.frombuffer(b"".join(self.gpu.decode_chunks(streams, lengths, progress)), np.uint8)
+        return self._tk.decode_chunks(self._weights, self.config["num_heads"], streams, lengths, progress)
 
     def ideal_bits(self, data):
         """``-log2 p`` of ``data`` under the float model (chunks of 2048 from empty contexts)."""
-        hist = np.asarray(data, dtype=np.uint8)
-        return float(self._tk.ideal_bits(self._weights, self._kc, self._vc, hist, CHUNK_SIZE))
+        data = np.asarray(data, dtype=np.uint8)
+        chunks = [data[i:i + CHUNK_SIZE] for i in range(0, len(data), CHUNK_SIZE)]
+        return float(sum(self._tk.encode_chunks(self._weights, self.config["num_heads"], chunks)[1]))
 
 
 if __name__ == "__main__":

@@ -28,10 +28,8 @@ sequential float64 sums, so a file records its backend (``cuda``) and the
 CPU backend refuses to decode it (and the reverse).
 
 Each 2048-byte chunk has its own arithmetic-code stream, so the chunks can be
-decoded side by side.  The payload of a ``cuda`` file is::
-
-    n x uint32 little-endian   stream length of each chunk (n = ceil(length / 2048))
-    the n streams, concatenated
+decoded side by side: the payload is a table of stream lengths, then the
+streams (``container.pack_chunk_streams``), as for the CPU backend.
 
 Tests run these kernels on the CPU with the CUDA simulator
 (``NUMBA_ENABLE_CUDASIM=1`` set before numba is imported; see
@@ -39,7 +37,6 @@ Tests run these kernels on the CPU with the CUDA simulator
 """
 
 import math
-import struct
 
 import numpy as np
 
@@ -52,11 +49,13 @@ if not hasattr(np, "row_stack"):
 from numba import config as numba_config  # noqa: E402
 from numba import cuda, float32, float64, njit, prange  # noqa: E402
 
+from .. import container  # noqa: E402
 from ..coder import (D_SIZE, E_SIZE, decode_interval, decoder_init, decoder_target,  # noqa: E402
-                     encode_interval, encoder_finish, encoder_init, max_encoded_bytes)
-from ..constants import CDF_BITS, CHUNK_SIZE  # noqa: E402
+                     encode_interval, encoder_finish, encoder_init)
+from ..constants import CHUNK_SIZE  # noqa: E402
 from ..quantize import quantize_interval, quantize_search  # noqa: E402
 from .transformer import LN_EPS, VOCAB, WIDENING, get_config, sinusoid_positions  # noqa: E402
+from .transformer_kernels import stream_capacity  # noqa: E402
 
 # --8<-- [start:limits]
 #: Threads per block.  Part of the numeric contract: the reduction trees (LayerNorm
@@ -356,11 +355,6 @@ def _finish_all(n, est, ebuf, sizes):
         sizes[b] = encoder_finish(est[b], ebuf[b])
 
 
-def stream_capacity(n_symbols=T_MAX):
-    """Bytes one chunk's stream can need (symbols plus the final flush)."""
-    return max_encoded_bytes(n_symbols, CDF_BITS + 2) + max_encoded_bytes(0)
-
-
 class CudaTransformer:
     """The model's weights on the GPU, coding lists of chunks in batches.
 
@@ -473,30 +467,17 @@ def _stack(chunks):
 
 
 # ------------------------------------------------------------ file payload ----
+# The payload layout (a stream-length table, then one stream per chunk) lives in
+# ``lmc_ref.container``; the CPU backend of the transformer uses it too.
 
 def chunk_lengths(length):
     """Lengths of the 2048-byte chunks (the last may be shorter) of ``length`` bytes."""
-    return [min(CHUNK_SIZE, length - i) for i in range(0, length, CHUNK_SIZE)]
+    return container.chunk_lengths(length, CHUNK_SIZE)
 
 
-def pack_streams(streams):
-    """The ``cuda`` payload: a uint32 length per stream, then the streams."""
-    return b"".join(struct.pack("<I", len(s)) for s in streams) + b"".join(streams)
+pack_streams = container.pack_chunk_streams
 
 
 def unpack_streams(payload, length):
-    """Split a ``cuda`` payload for ``length`` original bytes into its streams, validating sizes."""
-    n = len(chunk_lengths(length))
-    if len(payload) < 4 * n:
-        raise ValueError(f"payload of {len(payload)} bytes is too short for the stream table of {n} chunks")
-    sizes = struct.unpack(f"<{n}I", payload[:4 * n])
-    cap = stream_capacity()
-    if any(s > cap for s in sizes):
-        raise ValueError(f"a chunk stream claims more than the {cap} bytes a 2048-byte chunk can need")
-    if sum(sizes) != len(payload) - 4 * n:
-        raise ValueError(f"stream table sums to {sum(sizes)} bytes but {len(payload) - 4 * n} follow it")
-    streams, pos = [], 4 * n
-    for s in sizes:
-        streams.append(bytes(payload[pos:pos + s]))
-        pos += s
-    return streams
+    """Split a payload for ``length`` original bytes into its per-chunk streams (validated)."""
+    return container.unpack_chunk_streams(payload, length, CHUNK_SIZE, stream_capacity())

@@ -17,17 +17,28 @@ vectorise without reassociating any sum.
 
 Layouts: key cache ``[L, H, hd, T_max]`` (the score loop runs over positions,
 contiguously), value cache ``[L, H, T_max, hd]``.  Everything is float32 except
-the LayerNorm statistics and the softmax normaliser, which are accumulated in
-float64.
+the LayerNorm statistics and the softmax normalisers, which are accumulated in
+float64 (the attention normaliser as four interleaved partial sums, ``_sum4``).
+The attention weights use our own ``exp`` (``_exp_shifted``): plain float32
+arithmetic that vectorises and rounds the same on every IEEE machine, where a
+libm ``expf`` call per weight cost about 40 % of the time.
+
+Chunks are independent (each restarts from an empty context and has its own
+arithmetic-code stream), so ``code_chunks`` codes them side by side with
+``prange``; at full 2048-byte chunks a position's attention streams about 4 MB
+of KV cache per chunk, so the kernel is bound by memory bandwidth more than by
+arithmetic.
 """
 
 import math
 
+import numba
 import numpy as np
-from numba import njit
+from numba import njit, prange
 
-from ..coder import decode_interval, decoder_target, encode_interval
-from ..constants import CHUNK_SIZE
+from ..coder import (D_SIZE, E_SIZE, decode_interval, decoder_init, decoder_target, encode_interval,
+                     encoder_finish, encoder_init, max_encoded_bytes)
+from ..constants import CDF_BITS, CHUNK_SIZE
 from ..quantize import quantize_interval, quantize_search
 from .transformer import LN_EPS, VOCAB, get_config, shift_right, sinusoid_positions
 
@@ -88,6 +99,70 @@ def _layer_norm(x, scale, offset):
         x[i] = np.float32((x[i] - mean) * rstd) * scale[i] + offset[i]
 
 
+# --8<-- [start:exp]
+# exp for the attention weights, in plain float32 arithmetic so that the loop
+# vectorises (a call to the math library's expf per element does not) and gives
+# the same bits on every IEEE machine: exp(x) = 2**k * e**r with k = round(x / ln 2)
+# and |r| <= ln(2) / 2, e**r from a degree-6 polynomial (Cephes' expf
+# coefficients), 2**k built from its bit pattern.  Relative error ~1e-7.
+_LOG2E = np.float32(1.44269504088896341)
+_LN2_HI = np.float32(0.693359375)  # ln 2 = _LN2_HI + _LN2_LO, _LN2_HI exact in few bits
+_LN2_LO = np.float32(-2.12194440e-4)
+_EXP_P = (np.float32(1.9875691500e-4), np.float32(1.3981999507e-3), np.float32(8.3334519073e-3),
+          np.float32(4.1665795894e-2), np.float32(1.6666665459e-1), np.float32(5.0000001201e-1))
+
+
+@njit(cache=True)
+def _exp_shifted(s, n, m, pow2):
+    """In place: ``s[i] = exp(s[i] - m)`` for ``i < n``, where ``s[i] <= m`` (``pow2``: int32 scratch)."""
+    p0, p1, p2, p3, p4, p5 = _EXP_P
+    for i in range(n):
+        x = max(s[i] - m, np.float32(-87.0))  # below e**-87 the weight underflows anyway
+        k = np.floor(x * _LOG2E + np.float32(0.5))
+        r = (x - k * _LN2_HI) - k * _LN2_LO
+        y = ((((p0 * r + p1) * r + p2) * r + p3) * r + p4) * r + p5
+        s[i] = (y * (r * r) + r) + np.float32(1.0)
+        pow2[i] = (np.int32(k) + np.int32(127)) << np.int32(23)  # the bits of 2**k
+    scale = pow2.view(np.float32)
+    for i in range(n):
+        s[i] *= scale[i]
+# --8<-- [end:exp]
+
+
+@njit(cache=True, inline="always")
+def _max8(x, n):
+    """``max(x[:n])``, ``n >= 1``, with eight running maxima (exact in any order; it pipelines)."""
+    m0 = m1 = m2 = m3 = m4 = m5 = m6 = m7 = x[0]
+    m = n - n % 8
+    for i in range(0, m, 8):
+        m0 = max(m0, x[i])
+        m1 = max(m1, x[i + 1])
+        m2 = max(m2, x[i + 2])
+        m3 = max(m3, x[i + 3])
+        m4 = max(m4, x[i + 4])
+        m5 = max(m5, x[i + 5])
+        m6 = max(m6, x[i + 6])
+        m7 = max(m7, x[i + 7])
+    for i in range(m, n):
+        m0 = max(m0, x[i])
+    return max(max(max(m0, m1), max(m2, m3)), max(max(m4, m5), max(m6, m7)))
+
+
+@njit(cache=True, inline="always")
+def _sum4(x, n):
+    """``sum(x[:n])`` in float64 as four interleaved partial sums (a fixed order that pipelines)."""
+    a0 = a1 = a2 = a3 = 0.0
+    m = n - n % 4
+    for i in range(0, m, 4):
+        a0 += x[i]
+        a1 += x[i + 1]
+        a2 += x[i + 2]
+        a3 += x[i + 3]
+    for i in range(m, n):
+        a0 += x[i]
+    return (a0 + a1) + (a2 + a3)
+
+
 @njit(cache=True)
 def _step(embed, pos, wq, wk, wv, wo, ln1s, ln1o, f1w, f1b, f2w, f2b, ln2s, ln2o, outw, outb,
           kc, vc, t, token, logp):
@@ -106,6 +181,7 @@ def _step(embed, pos, wq, wk, wv, wo, ln1s, ln1o, f1w, f1b, f2w, f2b, ln2s, ln2o
     a = np.empty(d, np.float32)
     f = np.empty(f1w.shape[2], np.float32)  # [4d]
     s = np.empty(t + 1, np.float32)  # [t+1] scores of one head
+    pow2 = np.empty(t + 1, np.int32)  # [t+1] scratch of _exp_shifted
     c_gelu = np.float32(math.sqrt(2.0 / math.pi))
     for l in range(n_layers):
         _matvec(h, wq[l], no_bias, q)
@@ -121,19 +197,16 @@ def _step(embed, pos, wq, wk, wv, wo, ln1s, ln1o, f1w, f1b, f2w, f2b, ln2s, ln2o
                 krow = kc[l, hh, e]
                 for tau in range(t + 1):
                     s[tau] += qe * krow[tau]
-            m = s[0] * scale
             for tau in range(t + 1):
                 s[tau] *= scale
-                m = max(m, s[tau])
-            z = 0.0
+            _exp_shifted(s, t + 1, _max8(s, t + 1), pow2)
+            inv = np.float32(1.0 / _sum4(s, t + 1))
             for tau in range(t + 1):
-                s[tau] = np.exp(s[tau] - m)
-                z += s[tau]
-            inv = np.float32(1.0 / z)
+                s[tau] *= inv
             for e in range(hd):
                 o[hh * hd + e] = 0.0
             for tau in range(t + 1):
-                p = s[tau] * inv
+                p = s[tau]
                 vrow = vc[l, hh, tau]
                 for e in range(hd):
                     o[hh * hd + e] += p * vrow[e]
@@ -186,7 +259,7 @@ def sequence_logprobs(params, config, data, max_len=CHUNK_SIZE):
 def pdf_at(weights, kc, vc, t, token, logp, pdf):
     """The coder's view of position ``t``: ``_step``, then ``pdf = exp(logp)`` in float64.
 
-    Both the readable predictor and the fused loops call this one function, so
+    Both the readable predictor and ``code_chunks`` call this one function, so
     the floats that reach ``quantize`` are the same bits on both paths.
     """
     _step(*weights, kc, vc, t, token, logp)
@@ -194,39 +267,96 @@ def pdf_at(weights, kc, vc, t, token, logp, pdf):
         pdf[j] = math.exp(np.float64(logp[j]))
 
 
-# --8<-- [start:code_block]
-@njit(cache=True)
-def code_block(weights, kc, vc, hist, start, end, decode, ctx, st, buf, payload):
-    """Predict + quantize + (en|de)code positions [start, end); the context restarts every ``ctx`` bytes.
 
-    Encoder and decoder run literally the same model code (``pdf_at``) on the
-    same inputs, which is what keeps their quantized CDFs equal.
+
+# --8<-- [start:code_chunks]
+@njit(parallel=True, cache=True)
+def code_chunks(weights, n_heads, hist, starts, lengths, decode, est, ebuf, dst, payload, pstarts, bits):
+    """Chunks side by side (``prange``), each from an empty context into its own stream.
+
+    Chunk ``c`` is ``hist[starts[c] : starts[c] + lengths[c]]`` (filled in when
+    decoding); it codes with encoder state ``est[c]`` into ``ebuf[c]``, or
+    decodes with ``dst[c]`` from ``payload[pstarts[c] : pstarts[c + 1]]``.  Each
+    chunk has its own KV cache; probabilities come from ``pdf_at`` exactly as
+    in the readable predictor, so the thread a chunk runs on cannot change them.
+    ``bits[c]`` receives the chunk's ideal code length ``-log2 p``.
     """
-    logp = np.empty(VOCAB, np.float32)
-    pdf = np.empty(VOCAB, np.float64)
-    for i in range(start, end):
-        t = i % ctx
-        token = np.int64(hist[i - 1]) if t > 0 else np.int64(0)
-        pdf_at(weights, kc, vc, t, token, logp, pdf)
-        if decode:
-            s, lo, hi = quantize_search(pdf, decoder_target(st))
-            decode_interval(st, payload, lo, hi)
-            hist[i] = s
-        else:
-            lo, hi = quantize_interval(pdf, np.int64(hist[i]))
-            encode_interval(st, buf, lo, hi)
-# --8<-- [end:code_block]
+    n_layers, d, t_max = weights[2].shape[0], weights[2].shape[1], weights[1].shape[0]
+    hd = d // n_heads
+    for c in prange(starts.shape[0]):
+        kc = np.empty((n_layers, n_heads, hd, t_max), np.float32)  # [L, H, hd, T]
+        vc = np.empty((n_layers, n_heads, t_max, hd), np.float32)  # [L, H, T, hd]
+        logp = np.empty(VOCAB, np.float32)
+        pdf = np.empty(VOCAB, np.float64)
+        stream = payload[pstarts[c]:pstarts[c + 1]]
+        total = 0.0
+        for t in range(lengths[c]):
+            i = starts[c] + t
+            token = np.int64(hist[i - 1]) if t > 0 else np.int64(0)
+            pdf_at(weights, kc, vc, t, token, logp, pdf)
+            if decode:
+                s, lo, hi = quantize_search(pdf, decoder_target(dst[c]))
+                decode_interval(dst[c], stream, lo, hi)
+                hist[i] = s
+            else:
+                lo, hi = quantize_interval(pdf, np.int64(hist[i]))
+                encode_interval(est[c], ebuf[c], lo, hi)
+            total -= math.log2(pdf[np.int64(hist[i])])
+        bits[c] = total
+# --8<-- [end:code_chunks]
 
 
-@njit(cache=True)
-def ideal_bits(weights, kc, vc, hist, ctx):
-    """Sum of ``-log2 p(x_i | x_<i)`` under the float model, context restarting every ``ctx`` bytes."""
-    logp = np.empty(VOCAB, np.float32)
-    pdf = np.empty(VOCAB, np.float64)
-    bits = 0.0
-    for i in range(hist.shape[0]):
-        t = i % ctx
-        token = np.int64(hist[i - 1]) if t > 0 else np.int64(0)
-        pdf_at(weights, kc, vc, t, token, logp, pdf)
-        bits -= math.log2(pdf[np.int64(hist[i])])
-    return bits
+def stream_capacity(n_symbols=CHUNK_SIZE):
+    """Bytes one chunk's stream can need (its symbols plus the final flush)."""
+    return max_encoded_bytes(n_symbols, CDF_BITS + 2) + max_encoded_bytes(0)
+
+
+def _groups(n):
+    """Chunk index ranges handed to one ``code_chunks`` call (a few per thread, for progress bars)."""
+    size = 2 * numba.get_num_threads()
+    return [(i, min(n, i + size)) for i in range(0, n, size)]
+
+
+def encode_chunks(weights, n_heads, chunks, progress=None):
+    """Code each chunk (<= the context) from an empty context; return (streams, ideal bits per chunk)."""
+    streams, bits = [], []
+    for lo, hi in _groups(len(chunks)):
+        group = chunks[lo:hi]
+        n = len(group)
+        hist = np.frombuffer(b"".join(bytes(c) for c in group), np.uint8).copy()
+        lengths = np.array([len(c) for c in group], np.int64)
+        starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+        est = np.zeros((n, E_SIZE), np.uint64)
+        for c in range(n):
+            est[c] = encoder_init()
+        ebuf = np.zeros((n, stream_capacity(int(lengths.max(initial=0)))), np.uint8)
+        b = np.zeros(n)
+        code_chunks(weights, n_heads, hist, starts, lengths, False, est, ebuf, np.zeros((n, D_SIZE), np.uint64),
+                    np.zeros(0, np.uint8), np.zeros(n + 1, np.int64), b)
+        for c in range(n):
+            streams.append(ebuf[c, :encoder_finish(est[c], ebuf[c])].tobytes())
+        bits += list(b)
+        if progress is not None:
+            progress(int(lengths.sum()))
+    return streams, bits
+
+
+def decode_chunks(weights, n_heads, streams, lengths, progress=None):
+    """Decode chunk ``c`` of ``lengths[c]`` bytes from ``streams[c]``; return one uint8 array."""
+    out = []
+    for lo, hi in _groups(len(streams)):
+        group, lens = streams[lo:hi], np.asarray(lengths[lo:hi], np.int64)
+        n = len(group)
+        payload = np.frombuffer(b"".join(group), np.uint8)
+        pstarts = np.concatenate([[0], np.cumsum([len(s) for s in group])]).astype(np.int64)
+        dst = np.zeros((n, D_SIZE), np.uint64)
+        for c in range(n):
+            dst[c] = decoder_init(payload[pstarts[c]:pstarts[c + 1]])
+        hist = np.zeros(int(lens.sum()), np.uint8)
+        starts = np.concatenate([[0], np.cumsum(lens)[:-1]]).astype(np.int64)
+        code_chunks(weights, n_heads, hist, starts, lens, True, np.zeros((n, E_SIZE), np.uint64),
+                    np.zeros((n, 0), np.uint8), dst, payload, pstarts, np.zeros(n))
+        out.append(hist)
+        if progress is not None:
+            progress(int(lens.sum()))
+    return np.concatenate(out) if out else np.zeros(0, np.uint8)
