@@ -28,7 +28,7 @@ import numpy as np
 from . import container
 from .constants import CHUNK_SIZE
 from .compressors import CLASSICAL, compress, decompress
-from .predictors import make_predictor
+from .predictors import make_predictor, parse_spec, predictor_class
 
 
 @dataclass(frozen=True)
@@ -106,11 +106,17 @@ def _measure_job(job):
     return _measure(*job)
 
 
-def _evaluate_batched(name, chunks, chunked, verify, backend):
-    """``evaluate`` for a predictor on a batched backend (``cuda``): all chunks coded side by side.
+def _codes_chunk_streams(spec):
+    return bool(getattr(predictor_class(parse_spec(spec)[0]), "chunk_streams", None))
 
-    A chunk's size is what ``compress(chunk, backend=backend)`` would store as
-    payload: its stream plus its 4-byte entry in the stream table.
+
+def _evaluate_batched(name, chunks, chunked, verify, backend, progress=False):
+    """``evaluate`` for a predictor that codes each chunk as its own stream (the transformer).
+
+    All chunks are coded side by side in this process (threads on the CPU,
+    thread blocks on a GPU), and the ideal code length comes from the same
+    pass.  A chunk's size is what ``compress(chunk, backend=backend)`` would
+    store as payload: its stream plus its 4-byte entry in the stream table.
     """
     predictor = make_predictor(name)
     predictor.use_backend(backend)
@@ -122,9 +128,18 @@ def _evaluate_batched(name, chunks, chunked, verify, backend):
             raise AssertionError(f"{name} did not round-trip on {backend}")
         bits = None
     else:
-        streams, chunk_bits = predictor.gpu.encode_chunks(pieces)
-        if verify and predictor.gpu.decode_chunks(streams, [len(p) for p in pieces]) != pieces:
+        bar = None
+        if progress:
+            from tqdm import tqdm
+
+            bar = tqdm(total=(1 + verify) * sum(map(len, pieces)), unit="B", unit_scale=True, desc=name[:40],
+                       leave=False)
+        tick = None if bar is None else bar.update
+        streams, chunk_bits = predictor.encode_chunks(pieces, tick)
+        if verify and predictor.decode_chunks(streams, [len(p) for p in pieces], tick).tobytes() != b"".join(pieces):
             raise AssertionError(f"{name} did not round-trip on {backend}")
+        if bar is not None:
+            bar.close()
         sizes, bits = [4 + len(s) for s in streams], float(sum(chunk_bits))
     header_size = len(compress(b"", name, progress=False, backend=backend))  # an empty file is its header
     return Rate(predictor.spec, chunked, len(pieces), sum(len(c) for c in chunks), sum(sizes) + header_size,
@@ -141,8 +156,8 @@ def evaluate(name, chunks, chunked=True, verify=True, ideal=True, workers=1, pro
     side by side on the GPU (the transformer), in this process.
     """
     chunks = [bytes(c) for c in chunks]
-    if backend != "cpu" and name not in CLASSICAL:
-        return _evaluate_batched(name, chunks, chunked, verify, backend)
+    if name not in CLASSICAL and (backend != "cpu" or _codes_chunk_streams(name)):
+        return _evaluate_batched(name, chunks, chunked, verify, backend, progress)
     pieces = chunks if chunked else [b"".join(chunks)]
     batch = max(1, min(64, -(-len(pieces) // (4 * max(workers, 1)))))
     jobs = [(name, pieces[i : i + batch], verify, ideal) for i in range(0, len(pieces), batch)]

@@ -14,6 +14,7 @@ def tiny_data(tmp_path, enwik8_head, monkeypatch):
     folder.mkdir()
     (folder / "enwik8_head").write_bytes(enwik8_head[: 3 * 2048 + 100])
     monkeypatch.setenv("LMC_REF_DATA", str(folder))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # no cached checkpoints
     monkeypatch.setattr(table1, "CLASSICAL_ROWS", ("gzip", "png_paper"))
     monkeypatch.setattr(table1, "PREDICTOR_SPECS", {"ngram": "ngram:order=2,mem=10"})
     return folder
@@ -38,6 +39,34 @@ def test_reproduce_writes_json_markdown_and_chart(tiny_data, tmp_path, capsys):
     assert "| gzip | 2048 B |" in md and "Chinchilla 70B" in md
     assert (out / "table1.png").stat().st_size > 1000
     assert md in capsys.readouterr().out
+
+
+def test_transformer_rows_use_held_out_text(tiny_data, tmp_path):
+    import numpy as np
+
+    from lmc_ref import train as tr
+    from lmc_ref.predictors import transformer as tf
+
+    config = {"d_model": 16, "num_heads": 2, "num_layers": 1}
+    params = tf.init_params(config, seed=0)
+    zeros = {k: np.zeros_like(w) for k, w in params.items()}
+    meta = {"config": config, "hparams": tr.HPARAMS, "data_sha256": "", "train_bytes": 2 * 2048,
+            "history": []}
+    ckpt = tmp_path / "tiny.npz"
+    tr.save_checkpoint(ckpt, {"step": 0, "meta": meta, "param": params, "adam_m": zeros, "adam_v": zeros})
+    out = tmp_path / "results"
+    assert main(["reproduce", "--quick", "--out", str(out), "--workers", "1", "--transformer", str(ckpt)]) == 0
+    rows = json.loads((out / "table1.json").read_text())["rows"]
+    model = [r for r in rows if r.get("label") == f"Transformer {tf.param_count(config)}"]
+    assert {r["modality"] for r in model} == {"text", "random"} and all(r["verified"] for r in model)
+    text = next(r for r in model if r["modality"] == "text")
+    assert text["chunks"] == 1 and text["subset"] == "held-out chunks 2..2"  # chunks 0, 1 were training data
+    assert {r["compressor"] for r in rows if r.get("subset") and "label" not in r} == {"gzip", "lzma",
+                                                                                      "ngram:order=2,mem=10"}
+    assert text["model_bytes"] == 2 * tf.param_count(config)
+    assert text["adjusted_rate"] > text["rate"]
+    md = (out / "table1.md").read_text()
+    assert "Adjusted rate of the trained models" in md
 
 
 def test_reproduce_without_text_is_a_clean_error(tmp_path, monkeypatch, capsys):

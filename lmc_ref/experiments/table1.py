@@ -15,6 +15,7 @@ from pathlib import Path
 
 from .. import data
 from ..compressors import CLASSICAL
+from ..constants import CHUNK_SIZE
 from ..evaluate import evaluate
 from ..predictors import available
 
@@ -69,6 +70,66 @@ def load_modalities(text=None, images=None, audio=None, quick=False, seed=0, dow
     return out
 
 
+def transformer_checkpoints(paths=None):
+    """Checkpoints for the transformer rows: ``paths``, else ``cache_dir()/checkpoints/*.npz``."""
+    if paths:
+        return [Path(p) for p in paths]
+    folder = data.cache_dir() / "checkpoints"
+    return sorted(folder.glob("*.npz")) if folder.is_dir() else []
+
+
+def _transformer_label(meta):
+    from ..predictors.transformer import CONFIGS, param_count
+
+    name = next((k for k, v in CONFIGS.items() if v == meta["config"]), None)
+    return f"Transformer {name or param_count(meta['config'])}"
+
+
+def _row(rate, modality, seconds, **extra):
+    return {
+        "compressor": rate.compressor, "chunked": rate.chunked, "modality": modality,
+        "chunks": rate.n_chunks, "raw_bytes": rate.raw_bytes,
+        "compressed_bytes": rate.compressed_bytes, "model_bytes": rate.model_bytes,
+        "rate": round(rate.rate, 3), "adjusted_rate": round(rate.adjusted_rate, 3),
+        "ideal_rate": None if rate.ideal_rate is None else round(rate.ideal_rate, 3),
+        "verified": rate.verified, "seconds": round(seconds, 2), **extra,
+    }
+
+
+def transformer_rows(checkpoints, modalities, verify=True, progress=True, backend="cpu", log=print):
+    """Rows for trained transformers, each chunk coded from an empty context.
+
+    On text, only the chunks after the checkpoint's training split are used
+    (``train_bytes`` of its metadata: the split is always a prefix), and the
+    other compressors are measured on those same held-out chunks beside it.
+    """
+    from ..train import load_checkpoint
+
+    rows = []
+    for ckpt in checkpoints:
+        meta = load_checkpoint(ckpt)["meta"]
+        label, spec = _transformer_label(meta), f"transformer:ckpt={ckpt}"
+        for modality, (chunks, _) in modalities.items():
+            subset = None
+            if modality == "text":
+                first = -(-int(meta.get("train_bytes", 0)) // CHUNK_SIZE)
+                subset = f"held-out chunks {first}..{len(chunks) - 1}"
+                chunks = chunks[first:]
+            if not chunks:
+                log(f"{label}: no held-out {modality} chunks (trained on {meta.get('train_bytes')} bytes); skipped")
+                continue
+            t0 = time.perf_counter()
+            rate = evaluate(spec, chunks, verify=verify, progress=progress, backend=backend)
+            rows.append(_row(rate, modality, time.perf_counter() - t0, label=label, checkpoint=str(ckpt),
+                             backend=backend, subset=subset))
+            if subset:
+                for name in ("gzip", "lzma", *PREDICTOR_SPECS.values()):
+                    t0 = time.perf_counter()
+                    other = evaluate(name, chunks, verify=verify, ideal=False)
+                    rows.append(_row(other, modality, time.perf_counter() - t0, subset=subset))
+    return rows
+
+
 def run(modalities, workers=None, verify=True, progress=True):
     """Evaluate every row on every modality; returns a list of result dicts."""
     workers = workers or os.cpu_count() or 1
@@ -82,14 +143,7 @@ def run(modalities, workers=None, verify=True, progress=True):
             t0 = time.perf_counter()
             rate = evaluate(name, chunks, chunked=chunked, verify=verify, workers=workers,
                             progress=progress, ideal=name not in CLASSICAL)
-            rows.append({
-                "compressor": rate.compressor, "chunked": chunked, "modality": modality,
-                "chunks": rate.n_chunks, "raw_bytes": rate.raw_bytes,
-                "compressed_bytes": rate.compressed_bytes, "model_bytes": rate.model_bytes,
-                "rate": round(rate.rate, 3), "adjusted_rate": round(rate.adjusted_rate, 3),
-                "ideal_rate": None if rate.ideal_rate is None else round(rate.ideal_rate, 3),
-                "verified": rate.verified, "seconds": round(time.perf_counter() - t0, 2),
-            })
+            rows.append(_row(rate, modality, time.perf_counter() - t0))
     return rows
 
 
@@ -104,26 +158,55 @@ def markdown(rows, modalities, meta):
               "Adaptive models store nothing, so their adjusted rate equals the raw rate.", ""]
     lines.append("| compressor | chunks | " + " | ".join(present) + " |")
     lines.append("|---|---|" + "---|" * len(present))
+    main = [r for r in rows if not r.get("subset") and "label" not in r]
+    models = [r for r in rows if "label" in r]
     seen = []
-    for row in rows:
-        key = (row["compressor"], row["chunked"])
+    for row in main + models:
+        key = (row.get("label", row["compressor"]), row["chunked"])
         if key not in seen:
             seen.append(key)
     for name, chunked in seen:
         cells = []
         for m in present:
-            match = [r for r in rows if (r["compressor"], r["chunked"], r["modality"]) == (name, chunked, m)]
-            cells.append(f"{match[0]['rate']:.2f}" if match else "")
+            match = [r for r in main + models
+                     if (r.get("label", r["compressor"]), r["chunked"], r["modality"]) == (name, chunked, m)]
+            cells.append((f"{match[0]['rate']:.2f}" + (" †" if match[0].get("subset") else "")) if match else "")
         lines.append(f"| {name} | {'2048 B' if chunked else 'whole'} | " + " | ".join(cells) + " |")
+    lines += _model_notes(rows, models, present)
     lines += ["", "The paper's Table 1 (enwik9, ImageNet, LibriSpeech, random; 1 GB each):", ""]
     lines.append("| compressor | chunks | text | image | audio | random |")
     lines.append("|---|---|---|---|---|---|")
     for (name, chunked), values in PAPER.items():
         lines.append(f"| {name} | {'2048 B' if chunked else 'whole'} | " + " | ".join(f"{v:.1f}" for v in values) + " |")
-    lines += ["", "Our transformer rows need a trained checkpoint (`lmc-ref train --config 200K "
-              "--minutes M --out CKPT`) and a faster coding kernel than the current ~1 KB/s before "
-              "they fit in this table (the transformer issue)."]
+    if not models:
+        lines += ["", "No transformer rows: give trained checkpoints with `--transformer CKPT` (or put them "
+                  "in the user cache, `~/.cache/lmc_ref/checkpoints/*.npz`); train one with "
+                  "`lmc-ref train --config 200K --minutes 30 --out CKPT`.  Coding runs at about 10 KB/s "
+                  "for the 200K model on 2 CPU cores (`--backend cuda` on a GPU)."]
     return "\n".join(lines) + "\n"
+
+
+def _model_notes(rows, models, present):
+    """The transformer rows' footnote (held-out text) and their adjusted rates."""
+    if not models:
+        return []
+    lines = []
+    held = [r for r in rows if r.get("subset") and r["modality"] == "text"]
+    if held:
+        subset = held[0]["subset"]
+        others = ", ".join(f"{r['compressor']} {r['rate']:.2f}" for r in held if "label" not in r)
+        lines += ["", f"† Text rows of trained models use only the text they did not train on ({subset}, "
+                  f"{held[0]['chunks']} chunks); on those same chunks: {others}."]
+    lines += ["", "Adjusted rate of the trained models, % ((compressed + 2 bytes per parameter) / raw; "
+              "the paper's rule), next to the raw rate:", "",
+              "| model | parameters | " + " | ".join(f"{m} raw | {m} adjusted" for m in present) + " |",
+              "|---|---|" + "---|---|" * len(present)]
+    for label in dict.fromkeys(r["label"] for r in models):
+        mine = {r["modality"]: r for r in models if r["label"] == label}
+        any_row = next(iter(mine.values()))
+        cells = [f"{mine[m]['rate']:.2f} | {mine[m]['adjusted_rate']:.2f}" if m in mine else " | " for m in present]
+        lines.append(f"| {label} | {any_row['model_bytes'] // 2:,} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def bar_chart(rows, path):
@@ -133,7 +216,8 @@ def bar_chart(rows, path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    chunked = [r for r in rows if r["chunked"]]
+    chunked = [dict(r, compressor=r.get("label", r["compressor"])) for r in rows
+               if r["chunked"] and (not r.get("subset") or "label" in r)]
     names = list(dict.fromkeys(r["compressor"] for r in chunked))
     mods = [m for m in MODALITIES if any(r["modality"] == m for r in chunked)]
     fig, ax = plt.subplots(figsize=(10, 4.5))
@@ -151,8 +235,13 @@ def bar_chart(rows, path):
 
 
 def reproduce(outdir="results", text=None, images=None, audio=None, quick=False, workers=None,
-              verify=True, progress=True, seed=0, download=False, log=print):
-    """Run Table 1 and write ``table1.json``, ``table1.md``, ``table1.png`` into ``outdir``."""
+              verify=True, progress=True, seed=0, download=False, log=print, transformers=None,
+              backend="cpu"):
+    """Run Table 1 and write ``table1.json``, ``table1.md``, ``table1.png`` into ``outdir``.
+
+    ``transformers``: checkpoints for transformer rows (default: those in the
+    user cache, if any), coded on ``backend``.
+    """
     from .. import __version__
 
     modalities = load_modalities(text, images, audio, quick=quick, seed=seed, download=download)
@@ -160,6 +249,10 @@ def reproduce(outdir="results", text=None, images=None, audio=None, quick=False,
         log(f"{name}: {description}")
     t0 = time.perf_counter()
     rows = run(modalities, workers=workers, verify=verify, progress=progress)
+    checkpoints = transformer_checkpoints(transformers)
+    if checkpoints:
+        log(f"transformer rows from {', '.join(map(str, checkpoints))} on the {backend} backend")
+        rows += transformer_rows(checkpoints, modalities, verify=verify, progress=progress, backend=backend, log=log)
     meta = {
         "version": __version__, "date": time.strftime("%Y-%m-%d"), "quick": quick,
         "seconds": round(time.perf_counter() - t0, 1), "workers": workers or os.cpu_count(),

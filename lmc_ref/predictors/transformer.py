@@ -292,26 +292,31 @@ class TransformerPredictor(Predictor):
     # so chunks are coded side by side: threads on the CPU, thread blocks on a GPU.
     chunk_streams = CHUNK_SIZE
 
-    def fused_encode(self, data, progress=None):
-        chunks = [data[i:i + CHUNK_SIZE] for i in range(0, len(data), CHUNK_SIZE)]
+    def encode_chunks(self, chunks, progress=None):
+        """Each chunk (<= 2048 bytes) from an empty context as its own stream: ``(streams, ideal bits)``."""
         if self.backend == "cuda":
-            streams = self.gpu.encode_chunks(chunks, progress)[0]
-        else:
-            streams = self._tk.encode_chunks(self._weights, self.config["num_heads"], chunks, progress)[0]
-        return container.pack_chunk_streams(streams)
+            return self.gpu.encode_chunks(chunks, progress)
+        return self._tk.encode_chunks(self._weights, self.config["num_heads"], chunks, progress)
 
-    def fused_decode(self, payload, length, progress=None):
-        streams = container.unpack_chunk_streams(payload, length, CHUNK_SIZE, self._tk.stream_capacity())
-        lengths = container.chunk_lengths(length, CHUNK_SIZE)
+    def decode_chunks(self, streams, lengths, progress=None):
+        """Inverse of ``encode_chunks``: one uint8 array of all chunks, in order."""
         if self.backend == "cuda":
             return np.frombuffer(b"".join(self.gpu.decode_chunks(streams, lengths, progress)), np.uint8)
         return self._tk.decode_chunks(self._weights, self.config["num_heads"], streams, lengths, progress)
+
+    def fused_encode(self, data, progress=None):
+        chunks = [data[i:i + CHUNK_SIZE] for i in range(0, len(data), CHUNK_SIZE)]
+        return container.pack_chunk_streams(self.encode_chunks(chunks, progress)[0])
+
+    def fused_decode(self, payload, length, progress=None):
+        streams = container.unpack_chunk_streams(payload, length, CHUNK_SIZE, self._tk.stream_capacity())
+        return self.decode_chunks(streams, container.chunk_lengths(length, CHUNK_SIZE), progress)
 
     def ideal_bits(self, data):
         """``-log2 p`` of ``data`` under the float model (chunks of 2048 from empty contexts)."""
         data = np.asarray(data, dtype=np.uint8)
         chunks = [data[i:i + CHUNK_SIZE] for i in range(0, len(data), CHUNK_SIZE)]
-        return float(sum(self._tk.encode_chunks(self._weights, self.config["num_heads"], chunks)[1]))
+        return float(sum(self.encode_chunks(chunks)[1]))
 
 
 if __name__ == "__main__":
