@@ -12,11 +12,15 @@ code, with a smaller reduction tree.  On a GPU the real value (128) is used.
 
 import math
 import sys
+import threading
+import traceback
 
 import numpy as np
 import pytest
 from numba import config as numba_config
 from numba import cuda, float32, float64
+from numba import types as numba_types
+from numba.np import numpy_support
 
 from lmc_ref import compressors, container
 from lmc_ref import train as tr
@@ -37,18 +41,48 @@ D_MAX = tc.D_MAX
 T_MAX = tc.T_MAX
 
 
+def _locked_shared_array(lock):
+    """The simulator's ``cuda.shared.array`` with its get-or-create made atomic.
+
+    numba's simulator (``FakeCUDAShared.array``) looks up a block's shared array
+    by call site and creates it if missing, without a lock: two threads can both
+    create one, and then write to different arrays.  Rare at Python's default
+    thread switch interval, it happens at the short interval used here.
+    """
+    from numba.cuda.simulator import kernelapi
+
+    original = kernelapi.FakeCUDAShared.array
+
+    def array(self, shape, dtype):
+        if shape == 0:  # dynamic shared memory: no lookup
+            return original(self, shape, dtype)
+        if isinstance(dtype, numba_types.Type):
+            dtype = numpy_support.as_dtype(dtype)
+        caller = traceback.extract_stack(sys._getframe())[-2][0:2]  # as the original does
+        with lock:
+            found = self._allocations.get(caller)
+            if found is None:
+                found = self._allocations[caller] = np.empty(shape, dtype)
+        return found
+
+    return kernelapi, original, array
+
+
 @pytest.fixture(scope="module", autouse=True)
 def _small_blocks():
-    """In the simulator: 16 threads per block, and fast thread switching (see module docstring)."""
+    """In the simulator: 16 threads per block, fast thread switching, race-free shared arrays."""
     if not SIMULATOR:
         yield
         return
+    kernelapi, original, array = _locked_shared_array(threading.Lock())
     old_threads, old_switch = tc.THREADS, sys.getswitchinterval()
+    kernelapi.FakeCUDAShared.array = array
     tc.THREADS = 16
     sys.setswitchinterval(1e-5)
     yield
     tc.THREADS = old_threads
     sys.setswitchinterval(old_switch)
+    kernelapi.FakeCUDAShared.array = original
 
 
 def params_for(config, seed=0):
