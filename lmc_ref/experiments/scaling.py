@@ -38,14 +38,15 @@ MODELS = {
     "800K": {"d_model": 128, "num_heads": 4, "num_layers": 4},
     "3.2M": {"d_model": 256, "num_heads": 8, "num_layers": 4},
 }
-#: Per variant: dataset sizes (bytes of training text), steps per run, batch, sequence length,
-#: held-out chunks, count-model memory settings.
+#: Per variant: dataset sizes (bytes of training text), steps per run, batch, sequence length
+#: (the held-out chunks have this length too: a model is evaluated on the context length it
+#: was trained on), held-out chunks, count-model memory settings.
 SETTINGS = {
     "quick": {"datasets": (64_000, 256_000, 900_000), "models": ("20K", "200K", "800K", "3.2M"),
-              "steps": 120, "batch": 8, "seq_len": 128, "eval_chunks": 8,
+              "steps": 100, "batch": 4, "seq_len": 512, "eval_chunks": 32,
               "ngram_mem": (10, 12, 14, 16), "cm_mem": (10, 12, 14, 16)},
     "full": {"datasets": (1_000_000, 10_000_000, 90_000_000), "models": tuple(MODELS),
-             "steps": 3000, "batch": 16, "seq_len": 256, "eval_chunks": 64,
+             "steps": 3000, "batch": 8, "seq_len": CHUNK_SIZE, "eval_chunks": 64,
              "ngram_mem": (10, 12, 14, 16, 18, 20), "cm_mem": (10, 12, 14, 16, 18, 20)},
 }
 #: Text at and after this offset is never trained on (enwik8_head's validation split).
@@ -62,7 +63,8 @@ def run(raw, setting, progress=False, log=print):
     s = SETTINGS[setting] if isinstance(setting, str) else setting
     held_start = max(HELD_OUT_START, max(s["datasets"])) if len(raw) > HELD_OUT_START else int(0.9 * len(raw))
     held = raw[held_start:]
-    chunks = [held[i:i + CHUNK_SIZE] for i in range(0, len(held) - CHUNK_SIZE + 1, CHUNK_SIZE)][: s["eval_chunks"]]
+    n = s["seq_len"]
+    chunks = [held[i:i + n] for i in range(0, len(held) - n + 1, n)][: s["eval_chunks"]]
     if not chunks:
         raise ValueError(f"no held-out text after byte {held_start:,} (the text has {len(raw):,} bytes)")
     rows = []
@@ -139,7 +141,7 @@ def plot(rows, path):
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("parameters (count models: table bytes / 2)")
-    ax.set_ylabel("rate, % (held-out 2048-byte chunks)")
+    ax.set_ylabel("rate, % (held-out chunks)")
     ax.set_title("Scaling: dashed raw, solid adjusted; * best adjusted per dataset", fontsize=9)
     ax.legend(fontsize=7)
     fig.tight_layout()
@@ -150,7 +152,8 @@ def plot(rows, path):
 def markdown(rows, meta):
     lines = [f"Scaling ({'--quick' if meta['quick'] else 'full'}): {meta['text']}; each model trained "
              f"{meta['steps']} steps (batch {meta['batch']}, sequence {meta['seq_len']}), evaluated on "
-             f"{meta['eval_chunks']} held-out chunks from byte {meta['held_out_start']:,}, decoded and compared "
+             f"{meta['eval_chunks']} held-out chunks of {meta['seq_len']} bytes from byte "
+             f"{meta['held_out_start']:,}, each from an empty context, decoded and compared "
              f"({meta['seconds']} s in all).", "",
              "| model | parameters | dataset bytes | raw rate % | adjusted rate % |", "|---|---|---|---|---|"]
     best = best_per_dataset(rows)
