@@ -53,9 +53,12 @@ SETTINGS = {
 HELD_OUT_START = 900_000
 
 
+# --8<-- [start:adjusted]
 def adjusted(rate_percent, dataset_bytes, model_bytes):
-    """Adjusted rate (%) on a dataset of ``dataset_bytes`` for a model of ``model_bytes``."""
+    """Adjusted rate (%) on a dataset of ``dataset_bytes`` for a model of ``model_bytes``:
+    the held-out raw rate applied to the whole dataset, plus the model itself."""
     return rate_percent + 100.0 * model_bytes / dataset_bytes
+# --8<-- [end:adjusted]
 
 
 def run(raw, setting, progress=False, log=print):
