@@ -74,6 +74,7 @@ def attention_fwd(q, k, v, num_heads):
     return o, (qh, kh, vh, p, scale)
 
 
+# --8<-- [start:attention_bwd]
 def attention_bwd(dout, cache):
     """Gradients w.r.t. ``q, k, v`` (each ``[B, T, d]``).
 
@@ -95,6 +96,7 @@ def attention_bwd(dout, cache):
         return x.transpose(0, 2, 1, 3).reshape(b, t, h * hd)  # [B, T, d]
 
     return merge(dq), merge(dk), merge(dv)
+# --8<-- [end:attention_bwd]
 
 
 # -- layer norm -----------------------------------------------------------------

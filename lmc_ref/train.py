@@ -256,6 +256,9 @@ def main(argv=None):
     ap.add_argument("--val-every", type=int, default=250)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--no-progress", action="store_true")
+    ap.add_argument("--curve", metavar="PNG", help="write the learning curve (bits/byte against minutes) "
+                                                   "to PNG at the end; with --resume and the checkpoint's own "
+                                                   "step count as --steps, it only draws the curve")
     args = ap.parse_args(argv)
     if args.data is None:
         from .data import find_enwik
@@ -270,7 +273,30 @@ def main(argv=None):
     for row in history:
         print(json.dumps(row))
     print(f"model hash {model_hash(params).hex()}")
+    if args.curve:
+        learning_curve(history, args.curve, title=f"{args.config}, sequence {args.seq_len}, batch {args.batch}")
+        print(f"wrote {args.curve}")
     return 0
+
+
+def learning_curve(history, path, title=""):
+    """Train and validation bits per byte against wall-clock minutes, from a run's ``history``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 3.8))
+    for key, style in (("train_bpb", "--o"), ("val_bpb", "-o")):
+        pts = [(h["seconds"] / 60, h[key]) for h in history if h.get(key) is not None]
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], style, label=key.replace("_bpb", "") + " (bits/byte)")
+    ax.set_xlabel("minutes of training")
+    ax.set_ylabel("bits per byte")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
 
 
 if __name__ == "__main__":

@@ -163,3 +163,18 @@ def test_main_cli(tmp_path, capsys):
     assert lines[0] == "config 200K: 231,936 parameters"
     assert lines[-1] == "model hash " + tr.model_hash(state["param"]).hex()
     assert json.loads(lines[-2])["step"] == 3
+
+
+def test_learning_curve_from_a_finished_run(tmp_path, capsys):
+    data = tmp_path / "data.bin"
+    data.write_bytes(REPETITIVE * 2)
+    out, png = tmp_path / "ckpt.npz", tmp_path / "curve.png"
+    args = ["--config", "200K", "--seq-len", "16", "--batch", "2", "--data", str(data), "--out", str(out),
+            "--train-bytes", "3000", "--val-chunks", "1", "--val-every", "1", "--no-progress"]
+    assert tr.main(args + ["--steps", "2"]) == 0
+    before = tr.load_checkpoint(out)
+    # resuming at the checkpoint's own step count trains nothing and only draws the curve
+    assert tr.main(args + ["--steps", "2", "--resume", "--curve", str(png)]) == 0
+    after = tr.load_checkpoint(out)
+    assert after["step"] == 2 and after["meta"]["history"] == before["meta"]["history"]
+    assert png.stat().st_size > 1000
