@@ -60,13 +60,18 @@ def test_transformer_rows_use_held_out_text(tiny_data, tmp_path):
     model = [r for r in rows if r.get("label") == f"Transformer {tf.param_count(config)}"]
     assert {r["modality"] for r in model} == {"text", "random"} and all(r["verified"] for r in model)
     text = next(r for r in model if r["modality"] == "text")
-    assert text["chunks"] == 1 and text["subset"] == "held-out chunks 2..2"  # chunks 0, 1 were training data
+    assert text["chunks"] == 1 and text["subset"] == "chunks 2..2 (held out from training)"  # 0, 1 trained on
     assert {r["compressor"] for r in rows if r.get("subset") and "label" not in r} == {"gzip", "lzma",
                                                                                       "ngram:order=2,mem=10"}
     assert text["model_bytes"] == 2 * tf.param_count(config)
     assert text["adjusted_rate"] > text["rate"]
     md = (out / "table1.md").read_text()
     assert "Adjusted rate of the trained models" in md
+    # a chunk limit (--quick) codes a prefix of each modality, with the other compressors beside it
+    random_chunks = [bytes([i]) * 2048 for i in range(3)]
+    limited = table1.transformer_rows([ckpt], {"random": (random_chunks, "")}, progress=False, max_chunks=2)
+    assert {(r.get("label"), r["chunks"], r["subset"]) for r in limited} >= {
+        (f"Transformer {tf.param_count(config)}", 2, "chunks 0..1"), (None, 2, "chunks 0..1")}
 
 
 def test_reproduce_without_text_is_a_clean_error(tmp_path, monkeypatch, capsys):

@@ -96,12 +96,19 @@ def _row(rate, modality, seconds, **extra):
     }
 
 
-def transformer_rows(checkpoints, modalities, verify=True, progress=True, backend="cpu", log=print):
+#: --quick codes at most this many chunks per modality with each trained model (CPU time).
+QUICK_MODEL_CHUNKS = 128
+
+
+def transformer_rows(checkpoints, modalities, verify=True, progress=True, backend="cpu", log=print,
+                     max_chunks=None):
     """Rows for trained transformers, each chunk coded from an empty context.
 
     On text, only the chunks after the checkpoint's training split are used
-    (``train_bytes`` of its metadata: the split is always a prefix), and the
-    other compressors are measured on those same held-out chunks beside it.
+    (``train_bytes`` of its metadata: the split is always a prefix); with
+    ``max_chunks``, at most that many chunks of each modality.  Wherever a
+    model sees a subset, the other compressors are measured on that same
+    subset beside it.
     """
     from ..train import load_checkpoint
 
@@ -110,11 +117,12 @@ def transformer_rows(checkpoints, modalities, verify=True, progress=True, backen
         meta = load_checkpoint(ckpt)["meta"]
         label, spec = _transformer_label(meta), f"transformer:ckpt={ckpt}"
         for modality, (chunks, _) in modalities.items():
+            first = -(-int(meta.get("train_bytes", 0)) // CHUNK_SIZE) if modality == "text" else 0
+            last = len(chunks) if max_chunks is None else min(len(chunks), first + max_chunks)
             subset = None
-            if modality == "text":
-                first = -(-int(meta.get("train_bytes", 0)) // CHUNK_SIZE)
-                subset = f"held-out chunks {first}..{len(chunks) - 1}"
-                chunks = chunks[first:]
+            if (first, last) != (0, len(chunks)):
+                subset = f"chunks {first}..{last - 1}" + (" (held out from training)" if first else "")
+                chunks = chunks[first:last]
             if not chunks:
                 log(f"{label}: no held-out {modality} chunks (trained on {meta.get('train_bytes')} bytes); skipped")
                 continue
@@ -187,16 +195,16 @@ def markdown(rows, modalities, meta):
 
 
 def _model_notes(rows, models, present):
-    """The transformer rows' footnote (held-out text) and their adjusted rates."""
+    """The transformer rows' footnote (subsets they were coded on) and their adjusted rates."""
     if not models:
         return []
     lines = []
-    held = [r for r in rows if r.get("subset") and r["modality"] == "text"]
-    if held:
-        subset = held[0]["subset"]
-        others = ", ".join(f"{r['compressor']} {r['rate']:.2f}" for r in held if "label" not in r)
-        lines += ["", f"† Text rows of trained models use only the text they did not train on ({subset}, "
-                  f"{held[0]['chunks']} chunks); on those same chunks: {others}."]
+    for m in present:
+        held = [r for r in rows if r.get("subset") and r["modality"] == m]
+        if held:
+            others = ", ".join(f"{r['compressor']} {r['rate']:.2f}" for r in held if "label" not in r)
+            lines += ["", f"† {m}: trained models coded {held[0]['subset']} ({held[0]['chunks']} chunks); "
+                      f"on those same chunks: {others}."]
     lines += ["", "Adjusted rate of the trained models, % ((compressed + 2 bytes per parameter) / raw; "
               "the paper's rule), next to the raw rate:", "",
               "| model | parameters | " + " | ".join(f"{m} raw | {m} adjusted" for m in present) + " |",
@@ -252,7 +260,8 @@ def reproduce(outdir="results", text=None, images=None, audio=None, quick=False,
     checkpoints = transformer_checkpoints(transformers)
     if checkpoints:
         log(f"transformer rows from {', '.join(map(str, checkpoints))} on the {backend} backend")
-        rows += transformer_rows(checkpoints, modalities, verify=verify, progress=progress, backend=backend, log=log)
+        rows += transformer_rows(checkpoints, modalities, verify=verify, progress=progress, backend=backend, log=log,
+                                 max_chunks=QUICK_MODEL_CHUNKS if quick else None)
     meta = {
         "version": __version__, "date": time.strftime("%Y-%m-%d"), "quick": quick,
         "seconds": round(time.perf_counter() - t0, 1), "workers": workers or os.cpu_count(),
