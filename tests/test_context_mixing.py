@@ -218,3 +218,14 @@ def test_byte_protocol_gives_the_bitwise_ideal_length(enwik8_head):
         bits -= np.log2(pdf[byte])
         predictor.update(byte)
     assert bits == pytest.approx(make_predictor(SMALL).ideal_bits(np.frombuffer(data, np.uint8)), rel=1e-9)
+
+
+def test_mixer_trace_for_the_docs_figure(enwik8_head, tmp_path):
+    from lmc_ref.experiments import mixer
+
+    positions, weights = mixer.trace(enwik8_head[:300_000], block=50_000, mem=12)
+    assert positions[-1] == 300_000 and weights.shape == (len(positions), len(mixer.INPUTS))
+    assert np.all(weights[0] == 0.125)  # MIX_INIT: 1/8
+    assert np.abs(weights[-1] - weights[0]).max() > 0.01  # the traced set has learned
+    mixer.plot(positions, weights, tmp_path / "m.png")
+    assert (tmp_path / "m.png").stat().st_size > 1000
