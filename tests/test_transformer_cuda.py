@@ -216,13 +216,16 @@ def test_encoder_and_decoder_see_equal_logprobs():
     np.testing.assert_array_equal(gpu.logprobs(decoded), seen)
 
 
-def test_container_round_trip_and_backend_checks(tmp_path):
-    params = params_for(TINY, seed=5)
+def checkpoint_spec(path, params):
+    """Write ``params`` (config TINY) as a checkpoint; return its predictor spec."""
     meta = {"config": tf.get_config(TINY), "hparams": tr.HPARAMS, "data_sha256": "", "history": []}
     zeros = {k: np.zeros_like(w) for k, w in params.items()}
-    path = tmp_path / "tiny.npz"
     tr.save_checkpoint(path, {"step": 0, "meta": meta, "param": params, "adam_m": zeros, "adam_v": zeros})
-    spec = f"transformer:ckpt={path}"
+    return f"transformer:ckpt={path}"
+
+
+def test_container_round_trip_and_backend_checks(tmp_path):
+    spec = checkpoint_spec(tmp_path / "tiny.npz", params_for(TINY, seed=5))
     data = b"hello!"
     blob = compressors.compress(data, spec, progress=False, backend="cuda")
     header, payload = container.unpack(blob)
@@ -242,12 +245,7 @@ def test_evaluation_harness_on_the_gpu(tmp_path):
     """``evaluate(backend="cuda")`` codes all chunks at once and counts what per-chunk files would hold."""
     from lmc_ref.evaluate import evaluate
 
-    params = params_for(TINY, seed=6)
-    meta = {"config": tf.get_config(TINY), "hparams": tr.HPARAMS, "data_sha256": "", "history": []}
-    zeros = {k: np.zeros_like(w) for k, w in params.items()}
-    path = tmp_path / "tiny.npz"
-    tr.save_checkpoint(path, {"step": 0, "meta": meta, "param": params, "adam_m": zeros, "adam_v": zeros})
-    spec = f"transformer:ckpt={path}"
+    spec = checkpoint_spec(tmp_path / "tiny.npz", params_for(TINY, seed=6))
     chunks = [b"abc", b"hello"]
     rate = evaluate(spec, chunks, backend="cuda")
     assert rate.verified and rate.n_chunks == 2 and rate.model_bytes == 2 * tf.param_count(TINY)
