@@ -54,6 +54,17 @@ def linear_bwd(dout, cache):
     return dx, dw, (d2.sum(axis=0) if has_bias else None)
 
 
+_MASKS = {}
+
+
+def _causal_mask(t, dtype):
+    """``[T, T]`` additive causal mask: 0 on and below the diagonal, -inf above (cached)."""
+    key = (t, np.dtype(dtype).str)
+    if key not in _MASKS:
+        _MASKS[key] = np.triu(np.full((t, t), -np.inf, dtype=dtype), k=1)
+    return _MASKS[key]
+
+
 # -- causal multi-head attention core: (q, k, v) -> softmax(q k^T / sqrt(hd)) v
 def attention_fwd(q, k, v, num_heads):
     """``q, k, v``: ``[B, T, d]`` projections; returns the merged heads ``[B, T, d]``."""
@@ -65,10 +76,11 @@ def attention_fwd(q, k, v, num_heads):
 
     qh, kh, vh = split(q), split(k), split(v)
     scale = np.asarray(1.0 / math.sqrt(hd), q.dtype)
-    s = (qh @ kh.transpose(0, 1, 3, 2)) * scale  # [B, H, T, T]
-    s = np.where(np.tril(np.ones((t, t), dtype=bool)), s, -np.inf)
+    s = qh @ kh.transpose(0, 1, 3, 2)  # [B, H, T, T]
+    s *= scale
+    s += _causal_mask(t, q.dtype)  # -inf above the diagonal
     s -= s.max(axis=-1, keepdims=True)
-    p = np.exp(s)  # [B, H, T, T]; masked entries are exactly 0
+    p = np.exp(s, out=s)  # [B, H, T, T]; masked entries are exactly 0
     p /= p.sum(axis=-1, keepdims=True)
     o = (p @ vh).transpose(0, 2, 1, 3).reshape(b, t, d)  # [B, T, d]
     return o, (qh, kh, vh, p, scale)
@@ -87,8 +99,10 @@ def attention_bwd(dout, cache):
     b, h, t, hd = qh.shape
     do = dout.reshape(b, t, h, hd).transpose(0, 2, 1, 3)  # [B, H, T, hd]
     dv = p.transpose(0, 1, 3, 2) @ do  # [B, H, T, hd]
-    dp = do @ vh.transpose(0, 1, 3, 2)  # [B, H, T, T]
-    ds = p * (dp - (dp * p).sum(axis=-1, keepdims=True)) * scale  # [B, H, T, T]
+    ds = do @ vh.transpose(0, 1, 3, 2)  # [B, H, T, T]: dP, turned into dS in place
+    ds -= np.einsum("bhij,bhij->bhi", ds, p)[..., None]  # dP - rowsum(dP * P)
+    ds *= p
+    ds *= scale
     dq = ds @ kh  # [B, H, T, hd]
     dk = ds.transpose(0, 1, 3, 2) @ qh  # [B, H, T, hd]
 
