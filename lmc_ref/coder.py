@@ -62,6 +62,11 @@ def max_encoded_bytes(n_symbols, bits_per_symbol=CDF_BITS + 2):
     return (n_symbols * bits_per_symbol + 7) // 8 + 8
 
 
+def max_stream_bytes(n_symbols, bits_per_symbol=CDF_BITS + 2):
+    """Upper bound on a whole stream of ``n_symbols`` symbols from a fresh encoder, flush included."""
+    return max_encoded_bytes(n_symbols, bits_per_symbol) + max_encoded_bytes(0)
+
+
 # ---------------------------------------------------------------- encoder ----
 
 @njit(cache=True, inline="always")

@@ -23,7 +23,7 @@ from typing import Callable
 import numpy as np
 
 from . import container
-from .coder import ArithmeticDecoder, ArithmeticEncoder, max_encoded_bytes
+from .coder import ArithmeticDecoder, ArithmeticEncoder, max_stream_bytes
 from .constants import CDF_TOTAL, CODER_PRECISION
 from .predictors import make_predictor
 from .quantize import quantize
@@ -126,8 +126,7 @@ def _readable_decode(predictor, payload, length):
     chunk = getattr(predictor, "chunk_streams", None)
     if not chunk:
         return decode_readable(predictor, payload, length)
-    capacity = max_encoded_bytes(chunk) + max_encoded_bytes(0)
-    streams = container.unpack_chunk_streams(payload, length, chunk, capacity)
+    streams = container.unpack_chunk_streams(payload, length, chunk, max_stream_bytes(chunk))
     parts = [decode_readable(predictor, s, n) for s, n in zip(streams, container.chunk_lengths(length, chunk))]
     return np.concatenate(parts) if parts else np.zeros(0, np.uint8)
 
