@@ -39,6 +39,7 @@ at once.
 
 import numpy as np
 from numba import njit
+from numba.cpython.unsafe.numbers import leading_zeros  # LLVM's ctlz: 64 for a zero word
 
 from .constants import BIT_PROB_BITS, BIT_PROB_ONE, CDF_BITS, CODER_PRECISION
 
@@ -112,25 +113,23 @@ def encoder_init():
 # --8<-- [start:renormalise]
 @njit(cache=True, inline="always")
 def _leading_agreed_bits(low, high):
-    """How many E1/E2 steps apply: the number of leading bits where low and high agree."""
-    diff = low ^ high
-    n = 0
-    while n < CODER_PRECISION and (diff & (HALF >> np.uint64(n))) == np.uint64(0):
-        n += 1
-    return n
+    """How many E1/E2 steps apply: the number of leading bits where low and high agree
+    (one count-leading-zeros instruction, instead of a loop with a hard-to-predict exit)."""
+    return np.int64(leading_zeros(low ^ high)) - (64 - CODER_PRECISION)
 
 
 @njit(cache=True, inline="always")
 def _underflow_bits(low, high, n):
     """How many E3 steps follow ``n`` E1/E2 steps: after the shift, low reads 0 1 1 1...
-    and high reads 1 0 0 0... for that many bits below the top one."""
-    m = 0
-    while n + m + 1 < CODER_PRECISION:
-        bit = QUARTER >> np.uint64(n + m)  # bit 30 after shifting out n bits, then lower
-        if (low & bit) == np.uint64(0) or (high & bit) != np.uint64(0):
-            break
-        m += 1
-    return m
+    and high reads 1 0 0 0... for that many bits below the top one.
+
+    Counted on the unshifted words: the bits from position ``30 - n`` down where
+    low has a 1 and high a 0.  ``stops`` marks every position where that fails;
+    its leading zeros below position ``31 - n`` are the run.
+    """
+    below = (np.uint64(1) << np.uint64(CODER_PRECISION - 1 - n)) - np.uint64(1)
+    stops = (~low | high) & below
+    return np.int64(leading_zeros(stops)) - (64 - CODER_PRECISION + 1 + n)
 
 
 @njit(cache=True, inline="always")
@@ -241,8 +240,14 @@ def encoder_finish(st, out):
 def _get_bits(data, pos, count):
     """``count`` (<= 32) input bits starting at bit ``pos``, as an integer, most
     significant first; reading past the end gives zeros (the encoder's padding)."""
+    index = pos >> 3
+    if index + 8 <= data.shape[0]:  # usual case: one 64-bit big-endian window holds them all
+        word = np.uint64(0)
+        for k in range(8):
+            word = (word << np.uint64(8)) | np.uint64(data[index + k])
+        return (word << np.uint64(pos & 7)) >> np.uint64(64 - count) if count > 0 else np.uint64(0)
     value = np.uint64(0)
-    while count > 0:
+    while count > 0:  # near the end: byte by byte
         index = pos >> 3
         byte = np.uint64(data[index]) if index < data.shape[0] else np.uint64(0)
         take = min(8 - (pos & 7), count)

@@ -7,7 +7,7 @@ the result is right.  The header records all of it::
 
     offset  size  field
     0       4     magic  b"\\x89LMC"   (the high byte catches 7-bit/text-mode damage, as PNG's does)
-    4       1     format version (1)
+    4       1     format version (2)
     5       1     flags (reserved, must be 0)
     6       2     S = length of the predictor spec, 1..1024            (little-endian)
     8       S     predictor spec, printable ASCII, e.g. "ngram:order=6,mem=20"
@@ -30,7 +30,10 @@ import zlib
 from dataclasses import dataclass
 
 MAGIC = b"\x89LMC"
-VERSION = 1
+# Format versions: 1 used the first quantization rule (rounding remainder spread
+# over the lowest symbols); 2 gives it to the last symbol (lmc_ref/quantize.py).
+# The rule decides every coded bit, so a file records which one made it.
+VERSION = 2
 MAX_SPEC_LENGTH = 1024
 HASH_LENGTHS = (0, 32)
 MAX_BACKEND_LENGTH = 32

@@ -10,14 +10,17 @@ the one rule defined here.
 The rule, for a pdf of ``n`` entries and ``T = 2**CDF_BITS``:
 
 1. entries that are negative, NaN or infinite count as 0 ("usable" entries);
-2. ``total`` is the float64 sum of the usable entries in the fixed order of
-   ``_sum8`` (eight interleaved running sums, combined pairwise; -0.0 and 0.0
-   count alike);
+2. ``total`` is the float64 sum of the usable entries in a fixed order:
+   sixteen running sums ("lanes"; lane ``j`` adds entries ``j, j+16, j+32, ...``
+   of the first ``16 * (n // 16)``), folded in half four times (lane ``j``
+   plus lane ``j + 8``, then ``j + 4``, ``j + 2``, ``j + 1``), then the
+   ``n % 16`` leftover entries added one by one (-0.0 and 0.0 count alike);
 3. ``floor_i = floor(p_i * ((T - n) / total))`` (``floor(p_i / total * (T - n))``
    if that scale overflows; ``(T - n) // n`` for all if ``total`` is 0 or not finite);
-4. the ``rem = (T - n) - sum(floor)`` units lost to rounding (``0 <= rem <= n``)
-   go one each to the first ``rem`` symbols: ``freq_i = 1 + floor_i + [i < rem]``;
-5. ``cdf[i] = i + sum(floor[:i]) + min(i, rem)``.
+4. ``freq_i = 1 + floor_i`` for every symbol but the last, which takes what is
+   left: ``freq_{n-1} = T - (n - 1) - sum(floor[:n-1])`` (at least ``1 + floor_{n-1}``:
+   the floors never sum to more than ``T - n``);
+5. so ``cdf[i] = i + sum(floor[:i])`` for ``i < n`` and ``cdf[n] = T``.
 
 Properties (tested in ``tests/test_quantize.py``): every frequency >= 1, so
 nothing the model calls impossible can make the data uncodable; the total is
@@ -26,18 +29,31 @@ no fast-math compilation and no library reduction whose order could change; and
 ``freq_i >= p_i / total * (T - n)``, so quantization costs less than
 ``-log2(1 - n / T)`` bits per symbol (about 2.2e-5 for bytes at T = 2**24).
 
+Why this shape: it is what makes a fused predict-and-code loop fast.  The
+sixteen lanes let the CPU add sixteen entries at a time (the order of float
+additions decides the last bits of the total, so it must be spelled out, and a
+compiler may not reorder it by itself); giving the rounding remainder to the
+last symbol means the encoder needs the floors of the symbols *below* the one
+it codes and nothing after it, and the decoder can stop as soon as it has
+passed its target.  Every floor sum is an integer sum, which any order gets
+right, so those loops are free to run vectorised.
+
 Three kernels apply the rule: ``quantize_into`` writes the whole CDF;
 ``quantize_interval`` gives just one symbol's ``(cdf[s], cdf[s+1])`` and
 ``quantize_search`` finds the symbol of a decoder's target.  The last two never
-build the prefix sums, which is what makes a fused predict-and-code loop fast;
-the tests check that all three agree exactly.
+build the prefix sums; the tests check that all three agree exactly.
 """
 
 import numpy as np
+from llvmlite import ir
 from numba import njit, types
-from numba.extending import overload
+from numba.core import cgutils
+from numba.extending import intrinsic, overload
 
 from .constants import CDF_BITS, CDF_TOTAL
+
+LANES = 16  # running sums in the total of step 2 (part of the rule)
+BLOCK = 16  # entries per vectorised floor sum in the decoder's search (not part of the rule)
 
 
 @njit(cache=True, inline="always")
@@ -46,62 +62,106 @@ def _usable(p):
     return p if (p > 0.0 and p < np.inf) else 0.0
 
 
-@njit(cache=True, inline="always")
-def _sum8(x, clean):
-    """Float64 sum in a fixed order: eight interleaved running sums, combined pairwise.
+# --8<-- [start:scale]
+def _lane_total(x, clean=True):
+    """Step 2 of the rule: ``(total, negative)``.
 
-    The order of float additions is part of the quantization rule (it decides
-    the last bits of the total), so it is spelled out rather than left to a
-    library; independent chains also let the CPU add several entries at once.
-    With ``clean`` false, unusable entries are replaced by 0 first.
+    ``total`` is the float64 sum in the rule's order (sixteen lanes folded in
+    half, then the leftover entries); ``negative`` says whether any entry has
+    its sign bit set (negative, -0.0, -inf or a negative NaN).  With ``clean``
+    false, unusable entries are replaced by 0 first.  This plain-Python body is
+    the reference; compiled code uses the version below, which does the same
+    additions sixteen at a time.
     """
-    a0 = a1 = a2 = a3 = a4 = a5 = a6 = a7 = 0.0
-    m = x.shape[0] - (x.shape[0] & 7)
-    for i in range(0, m, 8):
-        if clean:
-            a0 += x[i]
-            a1 += x[i + 1]
-            a2 += x[i + 2]
-            a3 += x[i + 3]
-            a4 += x[i + 4]
-            a5 += x[i + 5]
-            a6 += x[i + 6]
-            a7 += x[i + 7]
-        else:
-            a0 += _usable(x[i])
-            a1 += _usable(x[i + 1])
-            a2 += _usable(x[i + 2])
-            a3 += _usable(x[i + 3])
-            a4 += _usable(x[i + 4])
-            a5 += _usable(x[i + 5])
-            a6 += _usable(x[i + 6])
-            a7 += _usable(x[i + 7])
+    m = x.shape[0] - x.shape[0] % LANES
+    lanes = [0.0] * LANES
+    for i in range(m):
+        lanes[i % LANES] += float(x[i]) if clean else _usable(float(x[i]))
+    while len(lanes) > 1:
+        half = len(lanes) // 2
+        lanes = [lanes[j] + lanes[j + half] for j in range(half)]
+    total = lanes[0]
     for i in range(m, x.shape[0]):
-        a0 += x[i] if clean else _usable(x[i])
-    return ((a0 + a1) + (a2 + a3)) + ((a4 + a5) + (a6 + a7))
+        total += float(x[i]) if clean else _usable(float(x[i]))
+    return total, bool(np.signbit(x).any())
 
 
-def _any_sign_bit(x):
-    """True if any entry of the float array ``x`` has its sign bit set (negative, -0.0, -inf)."""
-    return bool(np.signbit(x).any())
+@intrinsic
+def _lane_sums(typingctx, x):
+    """``(folded lane sum, any sign bit)`` over the first ``16 * (n // 16)`` entries
+    of a contiguous float32/float64 array, as explicit 16-wide vector operations.
+
+    Written in LLVM IR because that is the one way to say "these sixteen float
+    additions are independent" to a compiler that must not reorder float
+    arithmetic on its own.  Vector adds are lane-wise IEEE additions, so the
+    result is the same on every CPU (a machine without wide vectors splits them).
+    """
+    if not (isinstance(x, types.Array) and x.ndim == 1 and x.layout == "C"
+            and x.dtype in (types.float32, types.float64)):
+        return None
+    width = x.dtype.bitwidth
+
+    def codegen(context, builder, signature, args):
+        ary = context.make_array(x)(context, builder, args[0])
+        n = builder.extract_value(ary.shape, 0)
+        m = builder.sub(n, builder.srem(n, n.type(LANES)))
+        f64s = ir.VectorType(ir.DoubleType(), LANES)
+        loaded = ir.VectorType(context.get_value_type(x.dtype), LANES)
+        ints = ir.VectorType(ir.IntType(width), LANES)
+        acc = cgutils.alloca_once_value(builder, ir.Constant(f64s, [0.0] * LANES))
+        bits = cgutils.alloca_once_value(builder, ir.Constant(ints, [0] * LANES))
+        with cgutils.for_range_slice(builder, n.type(0), m, n.type(LANES)) as (i, _):
+            v = builder.load(builder.bitcast(builder.gep(ary.data, [i]), loaded.as_pointer()), align=width // 8)
+            builder.store(builder.or_(builder.load(bits), builder.bitcast(v, ints)), bits)
+            if width == 32:
+                v = builder.fpext(v, f64s)
+            builder.store(builder.fadd(builder.load(acc), v), acc)
+        # Fold in half: lane j + lane j + half, until one lane is left.
+        vec, orv, size = builder.load(acc), builder.load(bits), LANES
+        while size > 1:
+            half = size // 2
+            lo = ir.Constant(ir.VectorType(ir.IntType(32), half), list(range(half)))
+            hi = ir.Constant(ir.VectorType(ir.IntType(32), half), list(range(half, size)))
+            vec = builder.fadd(builder.shuffle_vector(vec, vec, lo), builder.shuffle_vector(vec, vec, hi))
+            orv = builder.or_(builder.shuffle_vector(orv, orv, lo), builder.shuffle_vector(orv, orv, hi))
+            size = half
+        zero = ir.Constant(ir.IntType(32), 0)
+        total = builder.extract_element(vec, zero)
+        negative = builder.icmp_signed("<", builder.extract_element(orv, zero), ir.Constant(ir.IntType(width), 0))
+        return context.make_tuple(builder, signature.return_type, [total, negative])
+
+    return types.Tuple([types.float64, types.boolean])(x), codegen
 
 
-@overload(_any_sign_bit)
-def _any_sign_bit_kernel(x):
-    """Compiled version: OR the entries' bit patterns (vectorises, unlike a float compare)."""
-    int_type = np.int32 if x.dtype == types.float32 else np.int64
+@overload(_lane_total)
+def _lane_total_kernel(x, clean=True):
+    vector = x.layout == "C" and x.dtype in (types.float32, types.float64)
 
-    def impl(x):
-        bits = x.view(int_type)
-        acc = int_type(0)
-        for i in range(bits.shape[0]):
-            acc |= bits[i]
-        return acc < 0
+    def impl(x, clean=True):
+        n = x.shape[0]
+        m = n - n % LANES
+        if vector and clean:
+            total, negative = _lane_sums(x)
+        else:  # the same additions one at a time
+            lanes = np.zeros(LANES)
+            negative = False
+            for i in range(m):
+                lanes[i % LANES] += x[i] if clean else _usable(x[i])
+                negative |= np.signbit(x[i])
+            half = LANES // 2
+            while half > 0:
+                for j in range(half):
+                    lanes[j] += lanes[j + half]
+                half //= 2
+            total = lanes[0]
+        for i in range(m, n):
+            total += x[i] if clean else _usable(x[i])
+            negative |= np.signbit(x[i])
+        return total, negative
 
     return impl
 
 
-# --8<-- [start:scale]
 @njit(cache=True, inline="always")
 def _scale(pdf, units):
     """Steps 1-2 of the rule: returns ``(fast, factor)``.
@@ -111,8 +171,8 @@ def _scale(pdf, units):
     negative one sets a sign bit).  Otherwise ``_exact_floors`` handles it.
     """
     spare = units - pdf.shape[0]
-    total = _sum8(pdf, True)
-    if total > 0.0 and total < np.inf and not _any_sign_bit(pdf):
+    total, negative = _lane_total(pdf)
+    if total > 0.0 and total < np.inf and not negative:
         factor = spare / total
         if factor < np.inf:
             return True, factor
@@ -126,7 +186,7 @@ def _exact_floors(pdf, units):
     factor of 1."""
     n = pdf.shape[0]
     spare = units - n
-    total = _sum8(pdf, False)
+    total, _ = _lane_total(pdf, False)
     out = np.empty(n)
     for i in range(n):
         if not (total > 0.0 and total < np.inf):
@@ -139,14 +199,19 @@ def _exact_floors(pdf, units):
 
 
 @njit(cache=True, inline="always")
-def _floor_sum(x, factor, start, stop):
-    """sum(floor(x[i] * factor)) over [start, stop).  Here every x is usable and
-    x * factor <= 2**CDF_BITS < 2**31, so the int32 conversion is exact (and it
-    vectorises, unlike int64)."""
-    total = 0
-    for i in range(start, stop):
-        total += np.int32(x[i] * factor)
-    return total
+def _floor(p, factor):
+    """floor(p * factor).  In the fast path every p is usable and p * factor <= T
+    < 2**31, so the int32 conversion is exact (and it vectorises, unlike int64)."""
+    return np.int32(p * factor)
+
+
+@njit(cache=True, inline="always")
+def _floor_sum_below(x, factor, stop):
+    """sum(floor[:stop]): an integer sum, so the compiler may vectorise it freely."""
+    total = np.int32(0)  # <= T - n < 2**31
+    for i in range(stop):
+        total = np.int32(total + _floor(x[i], factor))
+    return np.int64(total)
 # --8<-- [end:scale]
 
 
@@ -154,12 +219,12 @@ def _floor_sum(x, factor, start, stop):
 @njit(cache=True, inline="always")
 def _cdf_from(x, factor, cdf, units):
     n = x.shape[0]
-    remainder = units - n - _floor_sum(x, factor, 0, n)
-    acc = 0
     cdf[0] = 0
-    for i in range(n):  # floor + one guaranteed unit + one more for the first `remainder` symbols
-        acc += np.int64(np.int32(x[i] * factor)) + 1 + (1 if i < remainder else 0)
+    acc = 0
+    for i in range(n - 1):  # floor + one guaranteed unit; the last symbol takes the rest
+        acc += np.int64(_floor(x[i], factor)) + 1
         cdf[i + 1] = acc
+    cdf[n] = units
 
 
 @njit(cache=True, inline="always")
@@ -187,11 +252,10 @@ def quantize_into(pdf, cdf):
 # --8<-- [start:lazy]
 @njit(cache=True, inline="always")
 def _interval_from(x, factor, symbol):
-    n = x.shape[0]
-    below = _floor_sum(x, factor, 0, symbol)
-    remainder = CDF_TOTAL - n - below - _floor_sum(x, factor, symbol, n)
-    lo = symbol + below + min(symbol, remainder)
-    return lo, lo + 1 + np.int64(np.int32(x[symbol] * factor)) + (1 if symbol < remainder else 0)
+    lo = symbol + _floor_sum_below(x, factor, symbol)
+    if symbol == x.shape[0] - 1:  # the last symbol takes the rest
+        return lo, np.int64(CDF_TOTAL)
+    return lo, lo + 1 + np.int64(_floor(x[symbol], factor))
 
 
 @njit(cache=True, inline="always")
@@ -206,10 +270,16 @@ def quantize_interval(pdf, symbol):
 @njit(cache=True, inline="always")
 def _search_from(x, factor, target):
     n = x.shape[0]
-    remainder = CDF_TOTAL - n - _floor_sum(x, factor, 0, n)
-    lo = 0
-    for s in range(n - 1):
-        hi = lo + 1 + np.int64(np.int32(x[s] * factor)) + (1 if s < remainder else 0)
+    lo = np.int64(0)
+    start = 0
+    for b in range((n - 1) // BLOCK):  # skip whole blocks that end at or below the target
+        step = BLOCK + _block_floor_sum(x, b * BLOCK, factor)
+        if target < lo + step:
+            break
+        lo += step
+        start += BLOCK
+    for s in range(start, n - 1):
+        hi = lo + 1 + np.int64(_floor(x[s], factor))
         if target < hi:
             return s, lo, hi
         lo = hi
@@ -227,6 +297,52 @@ def quantize_search(pdf, target):
         return _search_from(pdf, factor, target)
     return _search_from(_exact_floors(pdf, CDF_TOTAL), 1.0, target)
 # --8<-- [end:lazy]
+
+
+def _block_floor_sum(x, start, factor):
+    """sum(floor(x[i] * factor) for i in [start, start + 16)); plain-Python reference."""
+    return sum(int(np.int32(float(x[i]) * factor)) for i in range(start, start + BLOCK))
+
+
+@intrinsic
+def _block_floors(typingctx, x, start, factor):
+    """The 16 floors of ``_block_floor_sum`` as one vector load, multiply and
+    conversion, summed as integers (exact in any order)."""
+    if not (isinstance(x, types.Array) and x.ndim == 1 and x.layout == "C"
+            and x.dtype in (types.float32, types.float64)):
+        return None
+    width = x.dtype.bitwidth
+
+    def codegen(context, builder, signature, args):
+        ary = context.make_array(x)(context, builder, args[0])
+        loaded = ir.VectorType(context.get_value_type(x.dtype), BLOCK)
+        f64s = ir.VectorType(ir.DoubleType(), BLOCK)
+        i32s = ir.VectorType(ir.IntType(32), BLOCK)
+        v = builder.load(builder.bitcast(builder.gep(ary.data, [args[1]]), loaded.as_pointer()), align=width // 8)
+        if width == 32:
+            v = builder.fpext(v, f64s)
+        scale = builder.insert_element(ir.Constant(f64s, ir.Undefined), args[2], ir.Constant(ir.IntType(32), 0))
+        scale = builder.shuffle_vector(scale, scale, ir.Constant(i32s, [0] * BLOCK))
+        floors = builder.fptosi(builder.fmul(v, scale), i32s)
+        reduce_add = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(ir.IntType(32), [i32s]), "llvm.vector.reduce.add.v16i32")
+        return builder.sext(builder.call(reduce_add, [floors]), ir.IntType(64))
+
+    return types.int64(x, types.intp, types.float64), codegen
+
+
+@overload(_block_floor_sum)
+def _block_floor_sum_kernel(x, start, factor):
+    if x.layout == "C" and x.dtype in (types.float32, types.float64):
+        return lambda x, start, factor: _block_floors(x, start, factor)
+
+    def impl(x, start, factor):
+        total = np.int32(0)
+        for i in range(start, start + BLOCK):
+            total = np.int32(total + _floor(x[i], factor))
+        return np.int64(total)
+
+    return impl
 
 
 def _checked(pdf):

@@ -116,16 +116,19 @@ class NaiveDecoder:
         return 0
 
 
-def _sum8(values):
-    """Eight interleaved running sums combined pairwise: the summation order of the rule."""
-    lanes = [0.0] * 8
-    m = len(values) - len(values) % 8
+def _lane_sum(values):
+    """Sixteen running sums folded in half, then the leftovers: the summation order of the rule."""
+    m = len(values) - len(values) % 16
+    lanes = [0.0] * 16
     for i in range(m):
-        lanes[i % 8] += values[i]
+        lanes[i % 16] += values[i]
+    while len(lanes) > 1:
+        half = len(lanes) // 2
+        lanes = [lanes[j] + lanes[j + half] for j in range(half)]
+    total = lanes[0]
     for i in range(m, len(values)):
-        lanes[0] += values[i]
-    a = lanes
-    return ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7]))
+        total += values[i]
+    return total
 
 
 def naive_quantize(pdf, total_bits):
@@ -136,7 +139,7 @@ def naive_quantize(pdf, total_bits):
     total = 1 << total_bits
     spare = total - n
     usable = [float(p) if (p > 0 and p != math.inf) else 0.0 for p in pdf]
-    s = _sum8(usable)
+    s = _lane_sum(usable)
     if not (0 < s < math.inf):
         floors = [spare // n] * n
     elif spare / s < math.inf:
@@ -145,7 +148,8 @@ def naive_quantize(pdf, total_bits):
         floors = [int(p / s * spare) for p in usable]
     rem = spare - sum(floors)
     assert 0 <= rem <= n
-    freqs = [1 + f + (1 if i < rem else 0) for i, f in enumerate(floors)]
+    freqs = [1 + f for f in floors]
+    freqs[-1] += rem  # the last symbol takes what rounding left over
     cdf = [0]
     for f in freqs:
         cdf.append(cdf[-1] + f)

@@ -43,7 +43,7 @@ def header_size(blob):
 
 
 def raw_pack(spec=b"ngram", model_hash=b"", backend=b"cpu", length=0, crc=0, payload=b"",
-             version=1, flags=0, spec_len=None, payload_len=None):
+             version=container.VERSION, flags=0, spec_len=None, payload_len=None):
     """Build a container byte by byte, with a *correct* header checksum but no validation.
 
     This is how a hostile or buggy writer would make a file whose fields are
@@ -256,7 +256,8 @@ def test_raw_pack_matches_pack():
     dict(length=-1),
     dict(crc32=2**32),
     dict(crc32=-1),
-    dict(version=2),
+    dict(version=1),
+    dict(version=3),
 ], ids=lambda kw: next(iter(kw)))
 def test_pack_rejects_bad_fields(kwargs):
     fields = dict(spec="ngram", backend="cpu", length=0, crc32=0)
@@ -276,7 +277,8 @@ def test_pack_rejects_oversized_payload():
 
 @pytest.mark.parametrize("kwargs, message", [
     (dict(version=0), "version"),
-    (dict(version=2), "version"),
+    (dict(version=1), "version"),
+    (dict(version=3), "version"),
     (dict(flags=1), "flags"),
     (dict(spec=b"", spec_len=0), "spec length"),
     (dict(spec=b"x" * 1025), "spec length"),
