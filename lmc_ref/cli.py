@@ -135,7 +135,7 @@ def build_parser():
         "train", add_help=False, help="train the paper's byte transformer (lmc-ref train --help)")
 
     exp = commands.add_parser(
-        "experiment", help="run one of the paper's experiments (scaling, context, generate)",
+        "experiment", help="run one of the paper's experiments (scaling, context, tokenization, generate)",
         description="Run an experiment and write results/NAME.json plus its figures.  "
                     "context: compression rate against chunk length (64 B ... 64 KiB) for gzip, "
                     "LZMA2, brotli and lmc_ref's predictors, every chunk decoded and compared.  "
@@ -143,10 +143,14 @@ def build_parser():
                     "continuations sampled from gzip, LZMA2, brotli and lmc_ref's predictors.  "
                     "scaling: transformers of 20K..3.2M parameters trained on 3 amounts of text, raw "
                     "and adjusted rate against size (--quick: about 10 minutes on 2 cores; full: "
-                    "enwik8, 3000 steps per model, many hours on a laptop CPU).")
-    exp.add_argument("name", choices=("scaling", "context", "generate"), help="which experiment")
+                    "enwik8, 3000 steps per model, many hours on a laptop CPU).  "
+                    "tokenization: the same transformer trained on bytes and on BPE tokens (1K, 2K, 5K), "
+                    "rate against the original bytes, every chunk decoded and compared (--quick: about "
+                    "10 minutes on 2 cores; full: 5000 steps at 2048 tokens per model, about a day).")
+    exp.add_argument("name", choices=("scaling", "context", "tokenization", "generate"), help="which experiment")
     exp.add_argument("--quick", action="store_true",
-                     help="context: 256 KiB of text instead of 8 MiB; generate: (always small)")
+                     help="context: 256 KiB of text instead of 8 MiB; scaling, tokenization: small "
+                          "settings that fit in about 10 minutes; generate: (always small)")
     exp.add_argument("--seed", type=int, default=0, help="generate: sampling seed")
     exp.add_argument("--text", metavar="FILE", help="enwik8 file (or a prefix of one)")
     exp.add_argument("--out", metavar="DIR", default="results", help="output folder (default: %(default)s)")
@@ -166,6 +170,10 @@ def _experiment(args):
 
         context.experiment(outdir=args.out, text=args.text, quick=args.quick, workers=args.workers,
                            progress=sys.stderr.isatty(), log=log)
+    elif args.name == "tokenization":
+        from .experiments import tokenization
+
+        tokenization.experiment(outdir=args.out, text=args.text, quick=args.quick, log=log)
     else:
         from .experiments import generate
 

@@ -41,6 +41,7 @@ from ..constants import CHUNK_SIZE
 from .base import Predictor, register, reject_unknown
 
 VOCAB = 256
+MAX_VOCAB = 1 << 16  # token models: ids fit 16 bits
 WIDENING = 4
 LN_EPS = 1e-5
 
@@ -57,7 +58,12 @@ CONFIGS = {
 
 
 def get_config(config):
-    """A full config dict from a name in ``CONFIGS`` or a dict with d_model/num_heads/num_layers."""
+    """A full config dict from a name in ``CONFIGS`` or a dict with d_model/num_heads/num_layers.
+
+    An optional ``vocab`` (default 256, the bytes) sizes the embedding and the
+    output layer for token models (the tokenization experiment); it appears in
+    the returned dict only when it is not 256.
+    """
     if isinstance(config, str):
         if config not in CONFIGS:
             raise ValueError(f"unknown transformer config {config!r}; available: {', '.join(CONFIGS)}")
@@ -65,6 +71,11 @@ def get_config(config):
     cfg = {k: int(config[k]) for k in ("d_model", "num_heads", "num_layers")}
     if cfg["d_model"] < 1 or cfg["num_heads"] < 1 or cfg["num_layers"] < 0:
         raise ValueError(f"invalid transformer config {cfg}")
+    vocab = int(config.get("vocab", VOCAB))
+    if not VOCAB <= vocab <= MAX_VOCAB:
+        raise ValueError(f"vocab must be in [{VOCAB}, {MAX_VOCAB}], got {vocab}")
+    if vocab != VOCAB:  # byte models keep the three-key config their checkpoints record
+        cfg["vocab"] = vocab
     if cfg["d_model"] % cfg["num_heads"] or cfg["d_model"] % 2:
         raise ValueError(f"d_model must be even and divisible by num_heads: {cfg}")
     return cfg
@@ -74,7 +85,8 @@ def param_shapes(config):
     """Name -> shape of every weight array, in the fixed order used for hashing and files."""
     cfg = get_config(config)
     d, f = cfg["d_model"], WIDENING * cfg["d_model"]
-    shapes = {"embed": (VOCAB, d)}
+    vocab = cfg.get("vocab", VOCAB)
+    shapes = {"embed": (vocab, d)}
     for i in range(cfg["num_layers"]):
         p = f"layer{i}."
         shapes.update({
@@ -84,7 +96,7 @@ def param_shapes(config):
             p + "ffn2.w": (f, d), p + "ffn2.b": (d,),
             p + "ln2.scale": (d,), p + "ln2.offset": (d,),
         })
-    shapes.update({"out.w": (d, VOCAB), "out.b": (VOCAB,)})
+    shapes.update({"out.w": (d, vocab), "out.b": (vocab,)})
     return shapes
 
 
@@ -242,6 +254,9 @@ class TransformerPredictor(Predictor):
             raise ValueError(f"cannot load transformer checkpoint {ckpt}: {err}") from err
         self.ckpt = str(ckpt)
         self.config = get_config(state["meta"]["config"])
+        if "vocab" in self.config:
+            raise ValueError(f"{ckpt} is a token model (vocabulary {self.config['vocab']}); "
+                             "a byte compressor needs a byte model (vocabulary 256)")
         self.params = state["param"]
         self.model_hash = model_hash(self.params)
         self.model_bytes = 2 * param_count(self.config)  # the paper counts 2 bytes per parameter

@@ -250,7 +250,7 @@ def sequence_logprobs(params, config, data, max_len=CHUNK_SIZE):
         raise ValueError(f"sequence of {len(data)} bytes exceeds the context of {max_len}")
     weights = pack_weights(params, config, max_len)
     kc, vc = new_cache(config, max_len)
-    out = np.empty((len(data), VOCAB), np.float32)  # [T, 256]
+    out = np.empty((len(data), VOCAB), np.float32)  # [T, 256] (byte models)
     _sequence_logprobs(weights, kc, vc, shift_right(data).astype(np.int64), out)
     return out
 
@@ -288,8 +288,8 @@ def code_chunks(weights, n_heads, hist, starts, lengths, decode, est, ebuf, dst,
     for c in prange(starts.shape[0]):
         kc = np.empty((n_layers, n_heads, hd, t_max), np.float32)  # [L, H, hd, T]
         vc = np.empty((n_layers, n_heads, t_max, hd), np.float32)  # [L, H, T, hd]
-        logp = np.empty(VOCAB, np.float32)
-        pdf = np.empty(VOCAB, np.float64)
+        logp = np.empty(weights[-1].shape[0], np.float32)  # [V]
+        pdf = np.empty(weights[-1].shape[0], np.float64)  # [V]
         stream = payload[pstarts[c]:pstarts[c + 1]]
         total = 0.0
         for t in range(lengths[c]):
@@ -319,13 +319,27 @@ def _groups(n):
     return [(i, min(n, i + size)) for i in range(0, n, size)]
 
 
-def encode_chunks(weights, n_heads, chunks, progress=None):
-    """Code each chunk (<= the context) from an empty context; return (streams, ideal bits per chunk)."""
+def _joined(group, tokens):
+    """The chunks of ``group`` end to end: uint8 bytes, or int32 token ids when ``tokens``."""
+    if tokens:
+        return np.concatenate([np.asarray(c, np.int32) for c in group] or [np.zeros(0, np.int32)])
+    return np.frombuffer(b"".join(bytes(c) for c in group), np.uint8).copy()
+
+
+def encode_chunks(weights, n_heads, chunks, progress=None, tokens=False):
+    """Code each chunk (<= the context) from an empty context; return (streams, ideal bits per chunk).
+
+    Chunks are bytes, or with ``tokens`` integer arrays of ids below the model's
+    vocabulary (a token model of the tokenization experiment; ids are checked).
+    """
+    vocab = weights[-1].shape[0]
     streams, bits = [], []
     for lo, hi in _groups(len(chunks)):
         group = chunks[lo:hi]
         n = len(group)
-        hist = np.frombuffer(b"".join(bytes(c) for c in group), np.uint8).copy()
+        hist = _joined(group, tokens)
+        if hist.size and (int(hist.min()) < 0 or int(hist.max()) >= vocab):
+            raise ValueError(f"token ids must lie in [0, {vocab})")
         lengths = np.array([len(c) for c in group], np.int64)
         starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
         est = np.zeros((n, E_SIZE), np.uint64)
@@ -343,8 +357,9 @@ def encode_chunks(weights, n_heads, chunks, progress=None):
     return streams, bits
 
 
-def decode_chunks(weights, n_heads, streams, lengths, progress=None):
-    """Decode chunk ``c`` of ``lengths[c]`` bytes from ``streams[c]``; return one uint8 array."""
+def decode_chunks(weights, n_heads, streams, lengths, progress=None, tokens=False):
+    """Decode chunk ``c`` of ``lengths[c]`` symbols from ``streams[c]``; return one array
+    (uint8 bytes, or int32 token ids with ``tokens``)."""
     out = []
     for lo, hi in _groups(len(streams)):
         group, lens = streams[lo:hi], np.asarray(lengths[lo:hi], np.int64)
@@ -354,11 +369,11 @@ def decode_chunks(weights, n_heads, streams, lengths, progress=None):
         dst = np.zeros((n, D_SIZE), np.uint64)
         for c in range(n):
             dst[c] = decoder_init(payload[pstarts[c]:pstarts[c + 1]])
-        hist = np.zeros(int(lens.sum()), np.uint8)
+        hist = np.zeros(int(lens.sum()), np.int32 if tokens else np.uint8)
         starts = np.concatenate([[0], np.cumsum(lens)[:-1]]).astype(np.int64)
         code_chunks(weights, n_heads, hist, starts, lens, True, np.zeros((n, E_SIZE), np.uint64),
                     np.zeros((n, 0), np.uint8), dst, payload, pstarts, np.zeros(n))
         out.append(hist)
         if progress is not None:
             progress(int(lens.sum()))
-    return np.concatenate(out) if out else np.zeros(0, np.uint8)
+    return np.concatenate(out) if out else np.zeros(0, np.int32 if tokens else np.uint8)
