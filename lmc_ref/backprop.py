@@ -152,6 +152,47 @@ def gelu_bwd(dout, cache):
     return dout * (0.5 * (1.0 + th) + 0.5 * x * dth)
 
 
+# -- float32 training: the same operations as fused Numba kernels ----------------
+# (lmc_ref/backprop_kernels.py; tests/test_backprop.py checks them against the
+# NumPy functions above, which remain the reference and the float64 path.)
+def attention_fwd_fused(q, k, v, num_heads):
+    from .backprop_kernels import attention_forward
+
+    b, t, d = q.shape
+    q, k, v = (np.ascontiguousarray(x, np.float32) for x in (q, k, v))
+    lse = np.empty((b, num_heads, t), np.float32)  # [B, H, T] log-sum-exp of each score row
+    o = np.empty_like(q)  # [B, T, d]
+    attention_forward(q, k, v, num_heads, lse, o)
+    return o, (q, k, v, lse, num_heads)
+
+
+def attention_bwd_fused(dout, cache):
+    from .backprop_kernels import attention_backward
+
+    q, k, v, lse, num_heads = cache
+    dq, dk, dv = np.empty_like(q), np.empty_like(q), np.empty_like(q)
+    attention_backward(np.ascontiguousarray(dout, np.float32), q, k, v, lse, num_heads, dq, dk, dv)
+    return dq, dk, dv
+
+
+def gelu_fwd_fused(x):
+    from .backprop_kernels import gelu_forward
+
+    x = np.ascontiguousarray(x, np.float32)
+    y, th = np.empty_like(x), np.empty_like(x)
+    gelu_forward(x.reshape(-1), y.reshape(-1), th.reshape(-1))
+    return y, (x, th)
+
+
+def gelu_bwd_fused(dout, cache):
+    from .backprop_kernels import gelu_backward
+
+    x, th = cache
+    dx = np.empty_like(x)
+    gelu_backward(np.ascontiguousarray(dout, np.float32).reshape(-1), x.reshape(-1), th.reshape(-1), dx.reshape(-1))
+    return dx
+
+
 # -- log-softmax + mean negative log-likelihood (nats) ---------------------------
 def nll_fwd(logits, targets):
     """Mean over all positions of ``-log softmax(logits)[target]``; returns (loss, log-probs, cache)."""
@@ -174,7 +215,11 @@ def model_fwd(params, config, targets):
     """Returns ``(loss_nats, logp [B, T, 256], caches)`` for a batch of targets ``[B, T]``."""
     cfg = get_config(config)
     targets = np.asarray(targets)
-    caches = {}
+    fused = params["embed"].dtype == np.float32  # float64 (gradient checks) runs the NumPy reference
+    fused_att = fused
+    att_fwd = attention_fwd_fused if fused_att else attention_fwd
+    act_fwd = gelu_fwd_fused if fused else gelu_fwd
+    caches = {"fused": fused, "fused_att": fused_att}
     h, caches["embed"] = embed_fwd(params["embed"], shift_right(targets))  # [B, T, d]
     h = pos_fwd(h)
     for i in range(cfg["num_layers"]):
@@ -182,11 +227,11 @@ def model_fwd(params, config, targets):
         q, caches[p + "wq"] = linear_fwd(h, params[p + "wq"])  # [B, T, d]
         k, caches[p + "wk"] = linear_fwd(h, params[p + "wk"])
         v, caches[p + "wv"] = linear_fwd(h, params[p + "wv"])
-        o, caches[p + "att"] = attention_fwd(q, k, v, cfg["num_heads"])  # [B, T, d]
+        o, caches[p + "att"] = att_fwd(q, k, v, cfg["num_heads"])  # [B, T, d]
         o, caches[p + "wo"] = linear_fwd(o, params[p + "wo"])
         h, caches[p + "ln1"] = layernorm_fwd(h + o, params[p + "ln1.scale"], params[p + "ln1.offset"])
         f, caches[p + "ffn1"] = linear_fwd(h, params[p + "ffn1.w"], params[p + "ffn1.b"])  # [B, T, 4d]
-        f, caches[p + "gelu"] = gelu_fwd(f)
+        f, caches[p + "gelu"] = act_fwd(f)
         f, caches[p + "ffn2"] = linear_fwd(f, params[p + "ffn2.w"], params[p + "ffn2.b"])  # [B, T, d]
         h, caches[p + "ln2"] = layernorm_fwd(h + f, params[p + "ln2.scale"], params[p + "ln2.offset"])
     logits, caches["out"] = linear_fwd(h, params["out.w"], params["out.b"])  # [B, T, V]
@@ -198,17 +243,19 @@ def model_fwd(params, config, targets):
 def model_bwd(caches):
     """Gradients of the mean NLL w.r.t. every parameter (same names as the params dict)."""
     g = {}
+    att_bwd = attention_bwd_fused if caches["fused_att"] else attention_bwd
+    act_bwd = gelu_bwd_fused if caches["fused"] else gelu_bwd
     dh, g["out.w"], g["out.b"] = linear_bwd(nll_bwd(caches["nll"]), caches["out"])
     for i in reversed(range(caches["num_layers"])):
         p = f"layer{i}."
         dres, g[p + "ln2.scale"], g[p + "ln2.offset"] = layernorm_bwd(dh, caches[p + "ln2"])
         df, g[p + "ffn2.w"], g[p + "ffn2.b"] = linear_bwd(dres, caches[p + "ffn2"])
-        df = gelu_bwd(df, caches[p + "gelu"])
+        df = act_bwd(df, caches[p + "gelu"])
         dh1, g[p + "ffn1.w"], g[p + "ffn1.b"] = linear_bwd(df, caches[p + "ffn1"])
         dh = dres + dh1  # gradient into the LN1 output (residual + FFN branch)
         dres, g[p + "ln1.scale"], g[p + "ln1.offset"] = layernorm_bwd(dh, caches[p + "ln1"])
         do, g[p + "wo"], _ = linear_bwd(dres, caches[p + "wo"])
-        dq, dk, dv = attention_bwd(do, caches[p + "att"])
+        dq, dk, dv = att_bwd(do, caches[p + "att"])
         dh = dres
         for name, dproj in (("wq", dq), ("wk", dk), ("wv", dv)):
             dx, g[p + name], _ = linear_bwd(dproj, caches[p + name])
