@@ -20,11 +20,14 @@ import subprocess
 import sys
 import time
 
-# lmc_ref sets OMP_WAIT_POLICY=PASSIVE for its own OpenMP threads on import; PyTorch
-# is measured in a child process with the caller's original setting, so it runs
-# as it would on its own (passive waiting slows PyTorch's OpenMP threads).
-USER_OMP_WAIT = os.environ.get("OMP_WAIT_POLICY", "")
+# lmc_ref sets OMP_WAIT_POLICY=PASSIVE (and OpenBLAS's spin time) on import, so it
+# is imported before NumPy, as the `lmc-ref` command does.  PyTorch is measured in a
+# child process with the caller's original OpenMP setting, so it runs as it would
+# on its own (passive waiting slows PyTorch's OpenMP threads).
+RUNTIME_VARS = ("OMP_WAIT_POLICY", "OPENBLAS_THREAD_TIMEOUT")
+USER_SETTINGS = json.dumps({k: os.environ[k] for k in RUNTIME_VARS if k in os.environ})
 
+import lmc_ref  # noqa: E402,F401  (first: see above)
 import numpy as np  # noqa: E402
 from common import text_sample  # noqa: E402
 
@@ -112,8 +115,8 @@ ROUNDS = 2
 
 
 def torch_in_child(config, seq_len, batch, steps):
-    """PyTorch's tokens/s from a child process with the caller's own OMP_WAIT_POLICY."""
-    env = dict(os.environ, LMC_BENCH_USER_OMP_WAIT=USER_OMP_WAIT)
+    """PyTorch's tokens/s from a child process with the caller's own thread settings."""
+    env = dict(os.environ, LMC_BENCH_USER_SETTINGS=USER_SETTINGS)
     out = subprocess.run([sys.executable, __file__, "--torch-only", "--config", config, "--steps", str(steps),
                           "--seq-len", str(seq_len), "--batch", str(batch)],
                          env=env, check=True, capture_output=True, text=True).stdout
@@ -129,12 +132,13 @@ def main():
     ap.add_argument("--batch", type=int, default=8, help=argparse.SUPPRESS)
     args = ap.parse_args()
     data, _ = tr.split_data(np.frombuffer(text_sample(), np.uint8))
-    if args.torch_only:  # child: restore the user's OpenMP setting before torch loads its runtime
-        user = os.environ.get("LMC_BENCH_USER_OMP_WAIT", "")
-        if user:
-            os.environ["OMP_WAIT_POLICY"] = user
-        else:
-            os.environ.pop("OMP_WAIT_POLICY", None)
+    if args.torch_only:  # child: restore the user's settings before torch loads its runtimes
+        user = json.loads(os.environ.get("LMC_BENCH_USER_SETTINGS", "{}"))
+        for k in RUNTIME_VARS:
+            if k in user:
+                os.environ[k] = user[k]
+            else:
+                os.environ.pop(k, None)
         print(torch_tokens_per_s(args.config, data, args.seq_len, args.batch, args.steps))
         return
     have_torch = importlib.util.find_spec("torch") is not None

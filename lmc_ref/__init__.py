@@ -11,11 +11,15 @@ See ``docs/`` for the literate chapters and ``lmc_ref/coder.py`` for the coder.
 
 import os
 
-# Numba's parallel kernels (OpenMP threads) and NumPy's BLAS (its own threads)
-# take turns during a training step.  By default OpenMP threads spin for a while
-# after each parallel region, stealing the cores BLAS is about to use (training
-# ran 1.4x slower that way on 2 cores).  Passive waiting must be chosen before
-# the OpenMP runtime starts, i.e. here; a user's own setting wins.
+# Numba's parallel kernels (OpenMP threads) and NumPy's BLAS (OpenBLAS threads)
+# take turns during a training step.  By default both kinds of thread keep
+# spinning after their work is done (OpenBLAS for 2**28 cycles, a good part of
+# a second), stealing the cores the other is about to use: on 2 cores a
+# training step ran 1.4x slower (OpenMP) and then 1.4x slower again (OpenBLAS).
+# Both settings are read when the runtimes start, so they are made here, before
+# NumPy or Numba load them (a program that imported NumPy first keeps OpenBLAS's
+# default); a user's own settings win.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "16")  # spin 2**16 cycles, then sleep
 
 __version__ = "0.1.0"

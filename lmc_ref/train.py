@@ -213,7 +213,8 @@ def train(config, data, steps=None, minutes=None, seq_len=CHUNK_SIZE, batch=2, o
         clip_by_global_norm(grads, hp["clip"])
         step += 1
         adam_step(params, grads, m, v, step, lr, hp)
-        recent.append(float(loss) / LN2)
+        last = float(loss) / LN2
+        recent.append(last)
         if step % val_every == 0:
             history.append({"step": step, "seconds": round(time.monotonic() - t0, 2), "lr": lr,
                             "train_bpb": float(np.mean(recent)),
@@ -222,7 +223,7 @@ def train(config, data, steps=None, minutes=None, seq_len=CHUNK_SIZE, batch=2, o
             checkpoint()
         if bar is not None:
             bar.update(1)
-            post = {"train_bpb": f"{recent[-1]:.3f}"}
+            post = {"train_bpb": f"{last:.3f}"}
             if history:
                 post["val_bpb"] = f"{history[-1]['val_bpb']:.3f}"
             bar.set_postfix(post)

@@ -178,3 +178,11 @@ def test_learning_curve_from_a_finished_run(tmp_path, capsys):
     after = tr.load_checkpoint(out)
     assert after["step"] == 2 and after["meta"]["history"] == before["meta"]["history"]
     assert png.stat().st_size > 1000
+
+
+def test_progress_bar_survives_validation_steps(capsys):
+    """The bar's postfix shows the last training loss, also right after a validation
+    (which starts a new averaging window): this crashed at step val_every once."""
+    _, history = tr.train(TINY, REPETITIVE, steps=4, progress=True, seq_len=32, batch=2, val_chunks=1,
+                          val_every=2, train_bytes=1800)
+    assert [h["step"] for h in history] == [2, 4]
