@@ -25,6 +25,16 @@ from numba import njit, prange
 from .predictors.transformer_kernels import _exp_shifted
 
 
+@njit(cache=True)
+def _head_transposed(x, b, c, hd):
+    """Columns ``c .. c + hd`` of sequence ``b`` of ``x`` ``[B, T, d]``, as a ``[hd, T]`` array."""
+    out = np.empty((hd, x.shape[1]), np.float32)  # [hd, T]
+    for j in range(x.shape[1]):
+        for e in range(hd):
+            out[e, j] = x[b, j, c + e]
+    return out
+
+
 # --8<-- [start:attention_kernel]
 # Every inner loop runs along the key position j over contiguous memory (the
 # head's K and V are copied transposed, [hd, T]), so it vectorises: a score row
@@ -46,12 +56,8 @@ def attention_forward(q, k, v, num_heads, lse, o):
     for pair in prange(b_size * num_heads):
         b, h = pair // num_heads, pair % num_heads
         c = h * hd
-        kt = np.empty((hd, t_size), np.float32)  # [hd, T]
-        vt = np.empty((hd, t_size), np.float32)  # [hd, T]
-        for j in range(t_size):
-            for e in range(hd):
-                kt[e, j] = k[b, j, c + e]
-                vt[e, j] = v[b, j, c + e]
+        kt = _head_transposed(k, b, c, hd)  # [hd, T]
+        vt = _head_transposed(v, b, c, hd)  # [hd, T]
         s = np.empty(t_size, np.float32)  # [T] one row of scores, then of probabilities
         pow2 = np.empty(t_size, np.int32)  # scratch of _exp_shifted
         for i in range(t_size):
@@ -93,12 +99,8 @@ def attention_backward(do, q, k, v, lse, num_heads, dq, dk, dv):
     for pair in prange(b_size * num_heads):
         b, h = pair // num_heads, pair % num_heads
         c = h * hd
-        kt = np.empty((hd, t_size), np.float32)  # [hd, T]
-        vt = np.empty((hd, t_size), np.float32)  # [hd, T]
-        for j in range(t_size):
-            for e in range(hd):
-                kt[e, j] = k[b, j, c + e]
-                vt[e, j] = v[b, j, c + e]
+        kt = _head_transposed(k, b, c, hd)  # [hd, T]
+        vt = _head_transposed(v, b, c, hd)  # [hd, T]
         gkt = np.zeros((hd, t_size), np.float32)  # [hd, T] dK of this head, transposed
         gvt = np.zeros((hd, t_size), np.float32)  # [hd, T] dV of this head, transposed
         pr = np.empty(t_size, np.float32)  # [T] row i of P, recomputed

@@ -86,6 +86,12 @@ def _lane_total(x, clean=True):
     return total, bool(np.signbit(x).any())
 
 
+def _vector_input(x):
+    """Typing-time test: a 1-D C-contiguous float32/float64 array, which the vector kernels can load."""
+    return (isinstance(x, types.Array) and x.ndim == 1 and x.layout == "C"
+            and x.dtype in (types.float32, types.float64))
+
+
 @intrinsic
 def _lane_sums(typingctx, x):
     """``(folded lane sum, any sign bit)`` over the first ``16 * (n // 16)`` entries
@@ -96,8 +102,7 @@ def _lane_sums(typingctx, x):
     arithmetic on its own.  Vector adds are lane-wise IEEE additions, so the
     result is the same on every CPU (a machine without wide vectors splits them).
     """
-    if not (isinstance(x, types.Array) and x.ndim == 1 and x.layout == "C"
-            and x.dtype in (types.float32, types.float64)):
+    if not _vector_input(x):
         return None
     width = x.dtype.bitwidth
 
@@ -135,7 +140,7 @@ def _lane_sums(typingctx, x):
 
 @overload(_lane_total)
 def _lane_total_kernel(x, clean=True):
-    vector = x.layout == "C" and x.dtype in (types.float32, types.float64)
+    vector = _vector_input(x)
 
     def impl(x, clean=True):
         n = x.shape[0]
@@ -308,8 +313,7 @@ def _block_floor_sum(x, start, factor):
 def _block_floors(typingctx, x, start, factor):
     """The 16 floors of ``_block_floor_sum`` as one vector load, multiply and
     conversion, summed as integers (exact in any order)."""
-    if not (isinstance(x, types.Array) and x.ndim == 1 and x.layout == "C"
-            and x.dtype in (types.float32, types.float64)):
+    if not _vector_input(x):
         return None
     width = x.dtype.bitwidth
 
@@ -333,7 +337,7 @@ def _block_floors(typingctx, x, start, factor):
 
 @overload(_block_floor_sum)
 def _block_floor_sum_kernel(x, start, factor):
-    if x.layout == "C" and x.dtype in (types.float32, types.float64):
+    if _vector_input(x):
         return lambda x, start, factor: _block_floors(x, start, factor)
 
     def impl(x, start, factor):
