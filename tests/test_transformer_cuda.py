@@ -156,7 +156,7 @@ def _attention_kernel(q, kc, vc, hd, t, out):
         out[b, j] = o[j]
 
 
-@pytest.mark.parametrize("t", [0, 5, 40])
+@pytest.mark.parametrize("t", [0, 5, 40, 100])
 def test_attention_head_matches_numpy(t):
     rng = np.random.default_rng(t)
     blocks, heads, hd = 2, 2, 4
@@ -174,6 +174,94 @@ def test_attention_head_matches_numpy(t):
             scores = q[b, hh * hd:(hh + 1) * hd].astype(np.float64) @ k / math.sqrt(hd)  # [t+1]
             p = np.exp(scores - scores.max())
             np.testing.assert_allclose(out[b, hh * hd:(hh + 1) * hd], (p / p.sum()) @ v, atol=2e-6)
+
+
+# The plain loops that ``_attention_head`` and ``_dot_column`` unroll: one
+# position (one weight) at a time.  The unrolled kernels must give the same
+# bits, not merely close ones: the order of the additions is part of the
+# numeric contract (files written by the plain loops must still decode).
+
+@cuda.jit(device=True)
+def _plain_attention_head(q, base, kc, vc, cbase, hd, t, s, part, red, out):
+    tid = cuda.threadIdx.x
+    scale = float32(1.0 / math.sqrt(hd))
+    m = float64(-math.inf)
+    for tau in range(tid, t + 1, tc.THREADS):
+        acc = float32(0.0)
+        for e in range(hd):
+            acc += q[base + e] * kc[cbase + e * T_MAX + tau]
+        acc *= scale
+        s[tau] = acc
+        if acc > m:
+            m = float64(acc)
+    m32 = float32(tc._block_max(red, m))
+    z = float64(0.0)
+    for tau in range(tid, t + 1, tc.THREADS):
+        p = float32(math.exp(float64(s[tau] - m32)))
+        s[tau] = p
+        z += float64(p)
+    inv = float32(1.0 / tc._block_sum(red, z))
+    groups = tc.THREADS // hd
+    g = tid // hd
+    e = tid - g * hd
+    acc = float32(0.0)
+    for tau in range(g, t + 1, groups):
+        acc += (s[tau] * inv) * vc[cbase + tau * hd + e]
+    part[tid] = acc
+    cuda.syncthreads()
+    if tid < hd:
+        acc = float32(0.0)
+        for gg in range(groups):
+            acc += part[gg * hd + tid]
+        out[base + tid] = acc
+    cuda.syncthreads()
+
+
+@cuda.jit
+def _unrolled_and_plain_kernel(q, kc, vc, hd, t, x, w, n_out, out, plain_out, dots, plain_dots):
+    s = cuda.shared.array(T_MAX, float32)
+    part = cuda.shared.array(RED_MAX, float32)
+    red = cuda.shared.array(RED_MAX, float64)
+    o = cuda.shared.array(D_MAX, float32)
+    b = cuda.blockIdx.x
+    tid = cuda.threadIdx.x
+    heads = q.shape[1] // hd
+    for hh in range(heads):
+        tc._attention_head(q[b], hh * hd, kc, vc, tc.cache_offset(b, 0, hh, 1, heads, hd), hd, t, s, part, red, o)
+    for j in range(tid, q.shape[1], tc.THREADS):
+        out[b, j] = o[j]
+    cuda.syncthreads()
+    for hh in range(heads):
+        _plain_attention_head(q[b], hh * hd, kc, vc, tc.cache_offset(b, 0, hh, 1, heads, hd), hd, t, s, part,
+                              red, o)
+    for j in range(tid, q.shape[1], tc.THREADS):
+        plain_out[b, j] = o[j]
+    n_in = x.shape[1]
+    for j in range(tid, n_out, tc.THREADS):
+        dots[b, j] = tc._dot_column(x[b], n_in, w, 3, n_out, j, float32(0.5))
+        acc = float32(0.5)
+        for i in range(n_in):
+            acc += x[b, i] * w[3 + i * n_out + j]
+        plain_dots[b, j] = acc
+
+
+@pytest.mark.parametrize("t, hd", [(2, 4), (13, 4), (40, 4), (100, 4), (130, 4), (70, 1)])
+def test_unrolled_loops_equal_plain_loops_bit_for_bit(t, hd):
+    """hd = 1: an odd head size (the key rows' remainder)."""
+    rng = np.random.default_rng(100 + t)
+    blocks, heads = 2, 2
+    q = rng.standard_normal((blocks, heads * hd)).astype(np.float32)  # [B, d]
+    kc = rng.standard_normal((blocks, 1, heads, hd, T_MAX)).astype(np.float32)  # [B, L, H, hd, T]
+    vc = rng.standard_normal((blocks, 1, heads, T_MAX, hd)).astype(np.float32)  # [B, L, H, T, hd]
+    n_in, n_out = t % 13 + 5, 9  # 5..17 inputs: the unrolled part and a remainder
+    x = rng.standard_normal((blocks, n_in)).astype(np.float32)
+    w = rng.standard_normal(3 + n_in * n_out).astype(np.float32)  # the matrix starts at offset 3
+    out, plain_out = np.zeros_like(q), np.ones_like(q)
+    dots, plain_dots = np.zeros((blocks, n_out), np.float32), np.ones((blocks, n_out), np.float32)
+    _unrolled_and_plain_kernel[blocks, tc.THREADS](q, kc.ravel(), vc.ravel(), hd, t, x, w, n_out,
+                                                   out, plain_out, dots, plain_dots)
+    np.testing.assert_array_equal(out, plain_out)
+    np.testing.assert_array_equal(dots, plain_dots)
 
 
 # ----------------------------------------------------------------- the model

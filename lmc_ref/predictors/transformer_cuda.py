@@ -76,6 +76,10 @@ MAX_REGISTERS = 64
 _KERNEL_OPTIONS = {} if numba_config.ENABLE_CUDASIM else {"max_registers": MAX_REGISTERS}  # simulator: no caps
 # --8<-- [end:limits]
 
+#: Largest default batch (chunks coded together): two halves of 1,024 blocks, each
+#: about what an H100 or H200 runs at once at 64 registers per thread.
+MAX_DEFAULT_BATCH = 2048
+
 #: Number of offsets that describe one layer in the flat weight vector.
 _PER_LAYER = 12
 _NEG_INF = -math.inf
@@ -158,12 +162,41 @@ def _block_max(red, value):
 # --8<-- [end:reductions]
 
 
+# --8<-- [start:dot_column]
 @cuda.jit(device=True)
 def _dot_column(x, n_in, w, base, n_out, j, acc):
-    """``acc + sum_i x[i] * W[i, j]`` for the row-major ``[n_in, n_out]`` matrix at ``w[base:]``."""
-    for i in range(n_in):
+    """``acc + sum_i x[i] * W[i, j]`` for the row-major ``[n_in, n_out]`` matrix at ``w[base:]``.
+
+    The sum runs in index order, one term at a time.  Eight weights are loaded
+    before the eight terms are added, so eight memory reads are in flight at
+    once instead of one: the order of the additions, and so the result, is the
+    same as the plain loop's.
+    """
+    i = 0
+    while i + 8 <= n_in:
+        at = base + i * n_out + j
+        w0 = w[at]
+        w1 = w[at + n_out]
+        w2 = w[at + 2 * n_out]
+        w3 = w[at + 3 * n_out]
+        w4 = w[at + 4 * n_out]
+        w5 = w[at + 5 * n_out]
+        w6 = w[at + 6 * n_out]
+        w7 = w[at + 7 * n_out]
+        acc += x[i] * w0
+        acc += x[i + 1] * w1
+        acc += x[i + 2] * w2
+        acc += x[i + 3] * w3
+        acc += x[i + 4] * w4
+        acc += x[i + 5] * w5
+        acc += x[i + 6] * w6
+        acc += x[i + 7] * w7
+        i += 8
+    while i < n_in:
         acc += x[i] * w[base + i * n_out + j]
+        i += 1
     return acc
+# --8<-- [end:dot_column]
 
 
 @cuda.jit(device=True)
@@ -198,18 +231,76 @@ def _attention_head(q, base, kc, vc, cbase, hd, t, s, part, red, out):
 
     The head's keys are ``kc[cbase + e * T_MAX + tau]`` and its values
     ``vc[cbase + tau * hd + e]`` (flat caches: see ``cache_offset``).
+
+    Reading the cache is most of a step's time, and a thread that issues one
+    read and waits for it before the next leaves the memory system idle.  So
+    each thread scores four positions side by side (four independent dot
+    products, each summed over ``e`` in order, two key rows loaded at a time),
+    and the value sum loads eight values ahead of the eight additions, which
+    stay in position order.  Every
+    sum is the same, term for term, as in the plain loops.
     """
     tid = cuda.threadIdx.x
     scale = float32(1.0 / math.sqrt(hd))
     m = float64(_NEG_INF)
-    for tau in range(tid, t + 1, THREADS):  # scores: one position per thread
-        acc = float32(0.0)
-        for e in range(hd):
-            acc += q[base + e] * kc[cbase + e * T_MAX + tau]
-        acc *= scale
-        s[tau] = acc
-        if acc > m:
-            m = float64(acc)
+    for tau0 in range(tid, t + 1, 4 * THREADS):  # scores: positions tau0 + k THREADS, k < 4
+        # a position past t reads position t's key (a valid address) and is dropped
+        r1 = min(tau0 + THREADS, t)
+        r2 = min(tau0 + 2 * THREADS, t)
+        r3 = min(tau0 + 3 * THREADS, t)
+        a0 = float32(0.0)
+        a1 = float32(0.0)
+        a2 = float32(0.0)
+        a3 = float32(0.0)
+        e = 0
+        while e + 2 <= hd:  # two key rows (eight reads) in flight; each sum still runs over e in order
+            row = cbase + e * T_MAX
+            k0 = kc[row + tau0]
+            k1 = kc[row + r1]
+            k2 = kc[row + r2]
+            k3 = kc[row + r3]
+            row += T_MAX
+            k4 = kc[row + tau0]
+            k5 = kc[row + r1]
+            k6 = kc[row + r2]
+            k7 = kc[row + r3]
+            qe = q[base + e]
+            a0 += qe * k0
+            a1 += qe * k1
+            a2 += qe * k2
+            a3 += qe * k3
+            qe = q[base + e + 1]
+            a0 += qe * k4
+            a1 += qe * k5
+            a2 += qe * k6
+            a3 += qe * k7
+            e += 2
+        if e < hd:
+            qe = q[base + e]
+            row = cbase + e * T_MAX
+            a0 += qe * kc[row + tau0]
+            a1 += qe * kc[row + r1]
+            a2 += qe * kc[row + r2]
+            a3 += qe * kc[row + r3]
+        a0 *= scale
+        s[tau0] = a0
+        if a0 > m:
+            m = float64(a0)
+        if tau0 + THREADS <= t:
+            a1 *= scale
+            s[tau0 + THREADS] = a1
+            if a1 > m:
+                m = float64(a1)
+        if tau0 + 2 * THREADS <= t:
+            a2 *= scale
+            s[tau0 + 2 * THREADS] = a2
+            if a2 > m:
+                m = float64(a2)
+        if tau0 + 3 * THREADS <= t:
+            a3 *= scale
+            s[tau0 + 3 * THREADS] = a3
+            if a3 > m:
+                m = float64(a3)
     m32 = float32(_block_max(red, m))
     z = float64(0.0)
     for tau in range(tid, t + 1, THREADS):
@@ -221,8 +312,32 @@ def _attention_head(q, base, kc, vc, cbase, hd, t, s, part, red, out):
     g = tid // hd
     e = tid - g * hd
     acc = float32(0.0)
-    for tau in range(g, t + 1, groups):
-        acc += (s[tau] * inv) * vc[cbase + tau * hd + e]
+    tau = g
+    at = cbase + g * hd + e  # vc index of (tau, e)
+    step = groups * hd
+    while tau + 7 * groups <= t:  # eight values in flight, added in position order
+        v0 = vc[at]
+        v1 = vc[at + step]
+        v2 = vc[at + 2 * step]
+        v3 = vc[at + 3 * step]
+        v4 = vc[at + 4 * step]
+        v5 = vc[at + 5 * step]
+        v6 = vc[at + 6 * step]
+        v7 = vc[at + 7 * step]
+        acc += (s[tau] * inv) * v0
+        acc += (s[tau + groups] * inv) * v1
+        acc += (s[tau + 2 * groups] * inv) * v2
+        acc += (s[tau + 3 * groups] * inv) * v3
+        acc += (s[tau + 4 * groups] * inv) * v4
+        acc += (s[tau + 5 * groups] * inv) * v5
+        acc += (s[tau + 6 * groups] * inv) * v6
+        acc += (s[tau + 7 * groups] * inv) * v7
+        tau += 8 * groups
+        at += 8 * step
+    while tau <= t:
+        acc += (s[tau] * inv) * vc[at]
+        tau += groups
+        at += step
     part[tid] = acc
     cuda.syncthreads()
     if tid < hd:
@@ -360,7 +475,10 @@ class CudaTransformer:
 
     Args:
         params, config: weights and configuration (as for ``TransformerPredictor``).
-        batch: chunks per launch (default: as many as fit in a quarter of free GPU memory, ≤ 1024).
+        batch: chunks coded together (default: as many as fit in a quarter of free GPU memory,
+            at most ``MAX_DEFAULT_BATCH``).  The batch runs as two halves that take turns
+            with the host, so each half should fill the GPU on its own: about 1,000 blocks
+            of this kernel fit at once on an H100 or H200.
     """
 
     def __init__(self, params, config, batch=None):
@@ -383,34 +501,48 @@ class CudaTransformer:
             free, _ = cuda.current_context().get_memory_info()
         except Exception:  # the simulator has no memory info
             free = 1 << 30
-        return int(max(1, min(1024, free // 4 // self.cache_bytes_per_chunk())))
+        return int(max(1, min(MAX_DEFAULT_BATCH, free // 4 // self.cache_bytes_per_chunk())))
 
     def _run(self, hist, lengths, decode, payload, starts, record=None):
         """Code one batch: ``hist [B, T_max]`` (filled in when decoding); returns (streams, bits).
 
         ``record [B, T, 256]``, if given, receives every position's log-probabilities.
+
+        The batch is split into two halves that take turns: while the GPU
+        computes position ``t`` for one half, the host codes the other half's
+        previous position (each half has its own CUDA stream, caches and
+        buffers).  A chunk's steps stay in order, so this changes when things
+        happen, never what is computed.
         """
         n = hist.shape[0]
-        L, H, hd = self.n_layers, self.n_heads, self.hd
-        kc = cuda.device_array(n * L * H * hd * T_MAX, np.float32)  # [B, L, H, hd, T] flat
-        vc = cuda.device_array(n * L * H * T_MAX * hd, np.float32)  # [B, L, H, T, hd] flat
-        tokens = cuda.pinned_array(n, np.int32)  # [B] input of the next position
-        tokens[:] = 0
-        tokens_d = cuda.device_array(n, np.int32)
-        logp = cuda.pinned_array((n, VOCAB), np.float32)  # [B, 256]
-        logp_d = cuda.device_array((n, VOCAB), np.float32)
         est = np.zeros((n, E_SIZE), np.uint64)
         dst = np.zeros((n, D_SIZE), np.uint64)
         ebuf = np.zeros((n, stream_capacity() if not decode else 0), np.uint8)
         bits = np.zeros(n, np.float64)
         _init_states(n, payload, starts, est, dst)
-        for t in range(int(lengths.max(initial=0))):
-            tokens_d.copy_to_device(tokens)
-            step_kernel[n, THREADS](self._w, self._offs, L, H, hd, t, tokens_d, kc, vc, logp_d)
-            logp_d.copy_to_host(logp)
-            if record is not None:
-                record[:, t] = logp
-            _code_position(logp, t, lengths, hist, tokens, decode, est, ebuf, dst, payload, starts, bits)
+        cut = [0, n] if n < 2 else [0, n // 2, n]
+        halves = [_Half(self, lo, hi) for lo, hi in zip(cut[:-1], cut[1:])]
+
+        def finish(half, t):
+            """Wait for ``half``'s position ``t`` and code it (this writes the half's next tokens)."""
+            half.stream.synchronize()
+            lo, hi = half.lo, half.hi
+            if record is not None and t < record.shape[1]:
+                record[lo:hi, t] = half.logp
+            _code_position(half.logp, t, lengths[lo:hi], hist[lo:hi], half.tokens, decode, est[lo:hi],
+                           ebuf[lo:hi], dst[lo:hi], payload, starts[lo:hi + 1], bits[lo:hi])
+
+        steps = int(lengths.max(initial=0))
+        if steps:
+            halves[0].launch(0)
+        for t in range(steps):
+            if len(halves) == 2:
+                halves[1].launch(t)  # runs on the GPU while the host codes the first half
+            finish(halves[0], t)
+            if t + 1 < steps:
+                halves[0].launch(t + 1)  # runs while the host codes the second half
+            if len(halves) == 2:
+                finish(halves[1], t)
         if decode:
             return None, bits
         sizes = np.zeros(n, np.int64)
@@ -452,6 +584,31 @@ class CudaTransformer:
             if progress is not None:
                 progress(int(lens.sum()))
         return out
+
+
+class _Half:
+    """Chunks ``lo..hi-1`` of a batch on their own CUDA stream: KV caches, input tokens, output buffer."""
+
+    def __init__(self, model, lo, hi):
+        self.model, self.lo, self.hi = model, lo, hi
+        n = hi - lo
+        L, H, hd = model.n_layers, model.n_heads, model.hd
+        self.stream = cuda.stream()
+        self.kc = cuda.device_array(n * L * H * hd * T_MAX, np.float32)  # [n, L, H, hd, T] flat
+        self.vc = cuda.device_array(n * L * H * T_MAX * hd, np.float32)  # [n, L, H, T, hd] flat
+        self.tokens = cuda.pinned_array(n, np.int32)  # [n] input of the next position
+        self.tokens[:] = 0
+        self.tokens_d = cuda.device_array(n, np.int32)
+        self.logp = cuda.pinned_array((n, VOCAB), np.float32)  # [n, 256]
+        self.logp_d = cuda.device_array((n, VOCAB), np.float32)
+
+    def launch(self, t):
+        """Queue position ``t`` on this half's stream: tokens up, the step kernel, log-probabilities down."""
+        m, st = self.model, self.stream
+        self.tokens_d.copy_to_device(self.tokens, stream=st)
+        step_kernel[self.hi - self.lo, THREADS, st](m._w, m._offs, m.n_layers, m.n_heads, m.hd, t,
+                                                     self.tokens_d, self.kc, self.vc, self.logp_d)
+        self.logp_d.copy_to_host(self.logp, stream=st)
 
 
 def _stack(chunks):
