@@ -21,7 +21,11 @@ Units used throughout:
 """
 
 import numpy as np
+from llvmlite import binding as llvm_binding
+from llvmlite import ir
 from numba import njit
+from numba.core import cgutils, types
+from numba.extending import intrinsic
 
 from ..coder import decode_bit, encode_bit
 
@@ -73,6 +77,37 @@ STRETCH = _stretch_table()
 
 # Adaptation rate of a counter that has seen n bits: 1 / (n + 1.5), in units of 2**-16.
 RATE = np.array([(2 << 16) // (2 * n + 3) for n in range(1024)], dtype=np.int64)
+
+
+# llvm.prefetch's name carries its pointer type: opaque pointers (``p0``) from LLVM 17 on.
+_PREFETCH = "llvm.prefetch.p0" if llvm_binding.llvm_version_info[0] >= 17 else "llvm.prefetch.p0i8"
+
+
+@intrinsic
+def prefetch(typingctx, arr, index):
+    """Ask the CPU to start loading ``arr.flat[index]``'s cache line now (a hint: no effect on results).
+
+    ``code_block`` knows at the start of a bit which APM rows, match counter
+    and mixer row it will read at the end of it, once the mixer has run; on
+    1 MB of text those tables miss the cache, and loading them while the mixer
+    computes made coding about 12 % faster.  ``index`` is a flat element index
+    of a C-contiguous array.  The readable path has no twin: a prefetch changes
+    no value.
+    """
+    if not (isinstance(arr, types.Array) and arr.layout == "C" and isinstance(index, types.Integer)):
+        return None
+
+    def codegen(context, builder, signature, args):
+        ary = context.make_array(arr)(context, builder, args[0])
+        ptr = builder.bitcast(builder.gep(ary.data, [args[1]]), ir.IntType(8).as_pointer())
+        i32 = ir.IntType(32)
+        fn = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(ir.VoidType(), [ptr.type, i32, i32, i32]), _PREFETCH)
+        # read (0), keep in all cache levels (3), data cache (1)
+        builder.call(fn, [ptr, ir.Constant(i32, 0), ir.Constant(i32, 3), ir.Constant(i32, 1)])
+        return context.get_dummy_value()
+
+    return types.void(arr, types.intp), codegen
 
 
 # --8<-- [start:counter]
@@ -450,6 +485,19 @@ def code_block(hist, start, end, decode, s, t0, tables, hist_sm, hashes, slots, 
         for k in range(7, -1, -1):
             # ---- predict (the same steps as predict_bit and predict_p16)
             c1 = c4 & 255
+            # the rows read last (APMs, match counter, mixer 2) start loading now
+            i1 = apm1_context(c0, c4) * APM_ROWS
+            prefetch(apm1, i1)
+            prefetch(apm1, i1 + 32)
+            i2 = (c0 | (c1 << 8)) * APM_ROWS
+            prefetch(apm2, i2)
+            prefetch(apm2, i2 + 32)
+            predicted = np.int64(hist[mm_ptr]) if mm_len > 0 else 0
+            mctx = match_context(predicted, mm_len, c0, bitpos, c1)
+            row2 = (mctx >> 11) * 256 + c0
+            prefetch(mm_sm, mctx)
+            prefetch(weights2, row2 * N_INPUTS)
+            prefetch(weights2, row2 * N_INPUTS + 16)
             x[0] = STRETCH[np.int64(t0[c0]) >> 20]
             known = 0
             for m in range(N_HASHED):
@@ -459,12 +507,9 @@ def code_block(hist, start, end, decode, s, t0, tables, hist_sm, hashes, slots, 
                 x[1 + N_HASHED + m] = STRETCH[np.int64(hist_sm[hidx[m]]) >> 20]
                 if (v & 255) > 0:
                     known += 1
-            predicted = np.int64(hist[mm_ptr]) if mm_len > 0 else 0
-            mctx = match_context(predicted, mm_len, c0, bitpos, c1)
             x[2 * N_HASHED + 1] = STRETCH[np.int64(mm_sm[mctx]) >> 20]
             x[2 * N_HASHED + 2] = BIAS
             row = known * 256 + c0
-            row2 = (mctx >> 11) * 256 + c0
             d1 = np.int64(0)
             d2 = np.int64(0)
             for m in range(N_INPUTS):
