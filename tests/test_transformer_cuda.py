@@ -68,20 +68,65 @@ def _locked_shared_array(lock):
     return kernelapi, original, array
 
 
+def _counted_module_swap(lock):
+    """The simulator's ``swapped_cuda_module``, counted per module so that threads cannot undo each other.
+
+    To run a device function, numba's simulator puts its fake ``cuda`` module
+    into the function's module globals and puts the real one back on return.
+    When a test kernel calls a device function of ``transformer_cuda`` from
+    many threads at once, the first thread to return restores the real module
+    while the others are still inside, and they fail with "module
+    'numba.cuda' has no attribute 'syncthreads'" (rarely, at random).  Here the
+    first thread to enter swaps, and the last to leave restores.
+    """
+    from contextlib import contextmanager
+
+    from numba.cuda.simulator import kernel as sim_kernel
+
+    original = sim_kernel.swapped_cuda_module
+    active = {}  # id(module globals) -> [threads inside, the real entries]
+
+    @contextmanager
+    def swapped(fn, fake_cuda_module):
+        from numba import cuda as real
+
+        globs = fn.__globals__
+        with lock:
+            entry = active.get(id(globs))
+            if entry is None:
+                orig = {k: v for k, v in globs.items() if v is real}
+                globs.update((k, fake_cuda_module) for k in orig)
+                entry = active[id(globs)] = [0, orig]
+            entry[0] += 1
+        try:
+            yield
+        finally:
+            with lock:
+                entry[0] -= 1
+                if entry[0] == 0:
+                    globs.update(entry[1])
+                    del active[id(globs)]
+
+    return sim_kernel, original, swapped
+
+
 @pytest.fixture(scope="module", autouse=True)
 def _small_blocks():
-    """In the simulator: 16 threads per block, fast thread switching, race-free shared arrays."""
+    """In the simulator: 16 threads per block, fast thread switching, race-free shared arrays and module swaps."""
     if not SIMULATOR:
         yield
         return
     kernelapi, original, array = _locked_shared_array(threading.Lock())
+    sim_kernel, original_swap, swap = _counted_module_swap(threading.Lock())
     old_threads, old_switch = tc.THREADS, sys.getswitchinterval()
     kernelapi.FakeCUDAShared.array = array
+    sim_kernel.swapped_cuda_module = swap
     tc.THREADS = 16
     sys.setswitchinterval(1e-5)
     yield
     tc.THREADS = old_threads
     sys.setswitchinterval(old_switch)
+    sim_kernel.swapped_cuda_module = original_swap
     kernelapi.FakeCUDAShared.array = original
 
 
