@@ -61,7 +61,9 @@ def test_mixer_learns_to_trust_the_better_input():
         assert w[0] > K.MIX_INIT and w[0] > 4 * abs(w[1])
     x[0], x[1] = K.STRETCH[int(0.9 * 4096)], K.STRETCH[500]
     assert mixer.p(x, 5, 3) > 0.9 * 4096  # trusts (and sharpens) the good input, ignores the noise
-    assert (mixer.weights[4] == K.MIX_INIT).all() and (mixer.weights2[2] == K.MIX_INIT).all()  # others untouched
+    fresh = cm.Mixer()  # the other weight sets are untouched
+    assert np.array_equal(mixer.weights[4], fresh.weights[4]) and np.array_equal(mixer.weights2[2], fresh.weights2[2])
+    assert (fresh.weights[:, :K.X_RUN] == K.MIX_INIT).all() and (fresh.weights[:, K.X_RUN:] == 0).all()
 
 
 def test_apm_is_monotone_in_its_input():
@@ -87,6 +89,29 @@ def test_match_model_follows_a_repeat():
     assert predictor.match.length > 20
     pdf = predictor.predict()
     assert pdf.argmax() == text[0] and pdf[text[0]] > 0.2  # after 3 repeats: 1/4 of 8 bits to code
+
+
+def test_run_model_counts_repeats_and_predicts_the_byte():
+    """After "ab" five times, every context of "a" has seen "b" follow it in a row."""
+    predictor = make_predictor(SMALL)
+    for byte in b"ab" * 5 + b"a":
+        predictor.update(byte)
+    run = predictor.run
+    # orders 1-4 and 6 predict "b" (the word models see one ever longer word, never the same context)
+    assert list(run.byte[:5]) == [ord("b")] * 5 and list(run.count[5:]) == [0, 0]
+    assert run.count[0] == 5  # order 1: "a" was followed by "b" five times
+    x = np.zeros(K.N_INPUTS, np.int64)
+    # the first bit of "b" (0x62 = 0110 0010) is 0: no run input says 1, and those whose
+    # counter (per run length) has been trained already say 0 with confidence
+    run.add_inputs(1, 0, x)
+    assert np.all(x[K.X_RUN:K.X_RUN + 5] <= 0) and np.any(x[K.X_RUN:K.X_RUN + 5] < -200)
+    # once the byte leaves the run (a 1 where "b" has a 0), the runs fall silent
+    run.add_inputs(0b11, 1, x)
+    assert np.all(x[K.X_RUN:K.X_RUN + K.N_HASHED] == 0)
+    # a different byte restarts the run at 1
+    predictor.update(ord("c"))
+    predictor.update(ord("a"))
+    assert run.byte[0] == ord("c") and run.count[0] == 1
 
 
 # ------------------------------------------------------------ byte pdf ----
@@ -225,7 +250,7 @@ def test_mixer_trace_for_the_docs_figure(enwik8_head, tmp_path):
 
     positions, weights = mixer.trace(enwik8_head[:300_000], block=50_000, mem=12)
     assert positions[-1] == 300_000 and weights.shape == (len(positions), len(mixer.INPUTS))
-    assert np.all(weights[0] == 0.125)  # MIX_INIT: 1/8
+    assert np.all(weights[0, :K.X_RUN] == 0.125) and np.all(weights[0, K.X_RUN:] == 0)  # MIX_INIT 1/8; runs 0
     assert np.abs(weights[-1] - weights[0]).max() > 0.01  # the traced set has learned
     mixer.plot(positions, weights, tmp_path / "m.png")
     assert (tmp_path / "m.png").stat().st_size > 1000

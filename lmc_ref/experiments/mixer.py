@@ -1,8 +1,8 @@
 """How the context-mixing model's mixer weights move while it codes text (the figure of chapter 3).
 
 The mixer has one weight per input (order 0; the direct and the indirect
-prediction of each hashed context model; the match model; a bias) in each
-weight set.  This traces one much-used set of the first mixer: the first bit
+prediction of each hashed context model; the match model; a bias; the run
+prediction of each hashed context model) in each weight set.  This traces one much-used set of the first mixer: the first bit
 of a byte when all seven hashed contexts have been seen before.  The fused
 coder updates the weights in place, so snapshots are taken between blocks.
 
@@ -21,8 +21,9 @@ from ..predictors import fused
 from ..predictors.context_mixing import ContextMixingPredictor
 
 #: Inputs in mixer order (see ``ContextModels.add_inputs`` and ``context_mixing_kernels``).
-HASHED = ("o1", "o2", "o3", "o4", "o6", "word", "word+prev")
-INPUTS = ("o0",) + tuple(f"{h} direct" for h in HASHED) + tuple(f"{h} history" for h in HASHED) + ("match", "bias")
+HASHED = ("o1", "o2", "o3", "o4", "o6", "word+prev", "word+o1")  # see context_hashes
+INPUTS = (("o0",) + tuple(f"{h} direct" for h in HASHED) + tuple(f"{h} history" for h in HASHED) + ("match", "bias")
+          + tuple(f"{h} run" for h in HASHED))
 
 
 def trace(text, block=4096, mem=16):

@@ -16,9 +16,10 @@ says what it predicts and how it learns):
 2. ``Counters``: adaptive probabilities, one per context slot;
 3. ``ContextModels``: orders 1, 2, 3, 4, 6 and two word models, hashed into tables;
 4. ``MatchModel``: the longest earlier occurrence of the recent bytes predicts the next bit;
-5. ``Mixer``: a gated logistic mixer (one weight set per partial byte);
-6. ``APM``: adaptive probability maps that refine the mixer's output;
-7. ``ContextMixingPredictor``: the whole model, behind the ``Predictor`` protocol.
+5. ``RunModel``: the byte that last followed each hashed context predicts it again;
+6. ``Mixer``: two gated logistic mixers (weight sets chosen by small contexts), averaged;
+7. ``APM``: adaptive probability maps that refine the mixer's output;
+8. ``ContextMixingPredictor``: the whole model, behind the ``Predictor`` protocol.
 
 All arithmetic is integer (see ``context_mixing_kernels.py``), so the output is
 identical on every machine.  The classes here are the *readable path*: they
@@ -37,10 +38,10 @@ MIN_MEM, MAX_MEM, DEFAULT_MEM = 10, 25, 22
 # The readable path runs the kernels' plain-Python originals (``py_func``): the
 # same source, and on Python integers the same results, without the cost of a
 # compiled call for every small step.
-(counter_next, slot_next, history_index, match_context, clamp_dot, mixer_error, mixer_step, apm_knot, apm_interp,
- apm_next, final_p, squash, apm1_context) = (f.py_func for f in (
-    K.counter_next, K.slot_next, K.history_index, K.match_context, K.clamp_dot, K.mixer_error, K.mixer_step,
-    K.apm_knot, K.apm_interp, K.apm_next, K.final_p, K.squash, K.apm1_context))
+(counter_next, slot_next, history_index, match_context, run_context, clamp_dot, mixer_error, mixer_step, apm_knot,
+ apm_interp, apm_next, final_p, squash, apm1_context) = (f.py_func for f in (
+    K.counter_next, K.slot_next, K.history_index, K.match_context, K.run_context, K.clamp_dot, K.mixer_error,
+    K.mixer_step, K.apm_knot, K.apm_interp, K.apm_next, K.final_p, K.squash, K.apm1_context))
 BLOCK = 1 << 16           # fused path: bytes per compiled call (progress + buffer growth)
 
 
@@ -50,7 +51,7 @@ def memory_bytes(mem):
     match = 4 << (mem - 2)                          # int32 positions
     apms = 2 * K.APM_ROWS * (65536 + 65536)       # uint16 knots
     mixers = 4 * (K.MIXER_SETS + K.MIXER2_SETS) * K.N_INPUTS
-    fixed = apms + mixers + 4 * (256 + K.MATCH_COUNTERS + K.HISTORY_COUNTERS)
+    fixed = apms + mixers + 4 * (256 + K.MATCH_COUNTERS + K.HISTORY_COUNTERS + K.RUN_COUNTERS)
     return hashed + match + fixed
 
 
@@ -96,11 +97,12 @@ class ContextModels:
     indirect counter that was used.
 
     A table is ``2**mem`` uint32 words, grouped in buckets of 16: a check word
-    and 15 slots, one per node of a nibble's bit tree (a slot: 16 bits of
-    probability, 8 of history, 8 of count).  At the start of each
+    (16 bits of check; in a byte's first-nibble bucket the top 16 bits hold
+    ``RunModel``'s entry) and 15 slots, one per node of a nibble's bit tree (a
+    slot: 16 bits of probability, 8 of history, 8 of count).  At the start of each
     nibble a bucket is chosen per model from the hash of (context, bits so far);
     the next 4 bits then use counters in that one cache line.  A bucket found
-    with a different check word belongs to another context: it is reset (see
+    with a different check belongs to another context: it is reset (see
     ``find_bucket``), so collisions cost statistics but never correctness.
     """
 
@@ -177,12 +179,57 @@ class MatchModel:
 # --8<-- [end:match_model]
 
 
+# --8<-- [start:run_model]
+class RunModel:
+    """Each hashed context remembers the byte that followed it last, and how many times in a row.
+
+    Predicts: while the bits of the current byte agree with that byte, the
+    next bit is probably its next bit; how probable is learned by counters
+    indexed by (model, run length up to 15, expected bit, bit position), so a
+    context that was followed by the same byte five times in a row earns more
+    trust than one seen once.  One mixer input per context model; 0 when the
+    context has no run or the byte has already left it.
+    Learns: the counters that predicted, and at each byte boundary every
+    context's run (it grows if the byte repeats it, else restarts at 1).
+    A run takes no memory of its own: it is kept in the spare top half of the
+    check word of its context's first-nibble bucket (see ``run_lookup``), and
+    is lost with the bucket.
+    """
+
+    def __init__(self):
+        self.counters = Counters(K.RUN_COUNTERS, K.LIMIT_RUN)
+        self.idx = np.zeros(K.N_HASHED, dtype=np.int64)    # bucket of each current context
+        self.byte = np.zeros(K.N_HASHED, dtype=np.int64)   # the byte each context predicts
+        self.count = np.zeros(K.N_HASHED, dtype=np.int64)  # its run length (0: no prediction)
+        self.ctx = [-1] * K.N_HASHED                       # counters used by the current bit
+
+    def set_contexts(self, contexts):
+        """New byte (after ``contexts.select_nibble(1)``): read the new contexts' runs."""
+        K.run_lookup(contexts.tables, contexts.slots, self.idx, self.byte, self.count)
+
+    def add_inputs(self, c0, bitpos, x):
+        for k in range(K.N_HASHED):
+            self.ctx[k] = ctx = run_context(k, int(self.byte[k]), int(self.count[k]), c0, bitpos)
+            x[K.X_RUN + k] = K.STRETCH[self.counters.p(ctx)] if ctx >= 0 else 0
+
+    def update(self, bit):
+        for ctx in self.ctx:
+            if ctx >= 0:
+                self.counters.update(ctx, bit)
+
+    def end_of_byte(self, contexts, byte):
+        """Record ``byte`` in the runs of the contexts it followed (before they are re-hashed)."""
+        K.run_store(contexts.tables, contexts.hashes, self.idx, self.byte, self.count, byte)
+# --8<-- [end:run_model]
+
+
 # --8<-- [start:mixer_class]
 class Mixer:
     """A gated logistic mixer: p = squash(sum_i w_i * stretch(p_i)).
 
-    Predicts: the combination of all inputs, weighted by how much each has
-    deserved trust.  There are two weight tables; the first's weight set is
+    Predicts: the combination of all inputs (order 0, two per context model,
+    the match model, a constant bias, one run per context model), weighted by
+    how much each has deserved trust.  There are two weight tables; the first's weight set is
     selected by the partial byte and by how many context models have seen
     their context before (8 x 256 sets), the second's by the match model's
     state (length bucket, expected bit) and the partial byte (56 x 256 sets).
@@ -197,6 +244,10 @@ class Mixer:
     def __init__(self):
         self.weights = np.full((K.MIXER_SETS, K.N_INPUTS), K.MIX_INIT, dtype=np.int32)
         self.weights2 = np.full((K.MIXER2_SETS, K.N_INPUTS), K.MIX_INIT, dtype=np.int32)
+        # The run inputs start ignored and earn their weight: young runs mislead,
+        # and on 2 KB chunks starting them at 1/8 like the others cost 0.4 points.
+        self.weights[:, K.X_RUN:] = 0
+        self.weights2[:, K.X_RUN:] = 0
         self.rows = (0, 0)
         self.prs = (2048, 2048)
 
@@ -261,7 +312,7 @@ class ContextMixingPredictor(Predictor):
     @classmethod
     def help_text(cls):
         return (
-            f"cm:mem=N  bitwise context mixing (orders 0-4, 6, 2 word models, match; 2 mixers, 2 APMs), "
+            f"cm:mem=N  bitwise context mixing (orders 0-4, 6, 2 word models, runs, match; 2 mixers, 2 APMs), "
             f"2**N counters per context model (N {MIN_MEM}..{MAX_MEM}, default {DEFAULT_MEM}: "
             f"{memory_bytes(DEFAULT_MEM) / 2**20:.0f} MiB of tables; N={MAX_MEM}: "
             f"{memory_bytes(MAX_MEM) / 2**20:.0f} MiB)"
@@ -276,6 +327,7 @@ class ContextMixingPredictor(Predictor):
         self.order0 = Counters(256, K.LIMIT_ORDER0)  # context: the partial byte only
         self.contexts = ContextModels(self.mem)
         self.match = MatchModel(self.mem)
+        self.run = RunModel()
         self.mixer = Mixer()
         self.apm1 = APM(65536)          # context: partial byte and a hash of the last 3 bytes
         self.apm2 = APM(65536)          # context: partial byte and previous byte
@@ -291,6 +343,7 @@ class ContextMixingPredictor(Predictor):
         self.word_prev = 0   # hash of the previous word
         self.contexts.set_contexts(self.c4, self.c8, self.word, self.word_prev)
         self.contexts.select_nibble(self.c0)
+        self.run.set_contexts(self.contexts)
     # --8<-- [end:reset]
 
     # --8<-- [start:predict_bit]
@@ -298,8 +351,9 @@ class ContextMixingPredictor(Predictor):
         x, c0, c1 = self.x, self.c0, self.c4 & 255
         x[0] = K.STRETCH[self.order0.p(c0)]
         known = self.contexts.add_inputs(self.j, self.bitpos, x)
-        x[2 * K.N_HASHED + 1] = self.match.input(self.hist, c0, self.bitpos, c1)
-        x[2 * K.N_HASHED + 2] = K.BIAS
+        self.run.add_inputs(c0, self.bitpos, x)
+        x[K.X_MATCH] = self.match.input(self.hist, c0, self.bitpos, c1)
+        x[K.X_MATCH + 1] = K.BIAS
         pr = self.mixer.p(x, known * 256 + c0, (self.match.ctx >> 11) * 256 + c0)
         return int(final_p(pr, self.apm1.p(pr, apm1_context(c0, self.c4)), self.apm2.p(pr, c0 | (c1 << 8))))
 
@@ -307,6 +361,7 @@ class ContextMixingPredictor(Predictor):
         self.order0.update(self.c0, bit)
         self.contexts.update(self.j, self.bitpos, bit)
         self.match.update(bit)
+        self.run.update(bit)
         self.mixer.update(self.x, bit)
         self.apm1.update(bit)
         self.apm2.update(bit)
@@ -328,10 +383,12 @@ class ContextMixingPredictor(Predictor):
         self.c8 = ((self.c8 << 8) | (self.c4 >> 24)) & 0xFFFFFFFF
         self.c4 = ((self.c4 << 8) | byte) & 0xFFFFFFFF
         self.word, self.word_prev = (int(v) for v in K.word_step(self.word, self.word_prev, byte))
+        self.run.end_of_byte(self.contexts, byte)
         self.contexts.set_contexts(self.c4, self.c8, self.word, self.word_prev)
         self.match.end_of_byte(self.hist, self.pos, self.contexts.hashes[4])
         self.c0, self.bitpos, self.j = 1, 0, 1
         self.contexts.select_nibble(self.c0)
+        self.run.set_contexts(self.contexts)
 
     # --- byte interface --------------------------------------------------------
 
@@ -343,7 +400,8 @@ class ContextMixingPredictor(Predictor):
         predicted = int(self.hist[self.match.ptr]) if self.match.length > 0 else 0
         K.byte_pdf(pdf, predicted, self.match.length, self.c4, self.order0.t, self.contexts.tables,
                    self.contexts.histories.t, self.contexts.hashes, self.contexts.slots, self.match.counters.t,
-                   self.mixer.weights, self.mixer.weights2, self.apm1.t, self.apm2.t, self.contexts.bucket_bits)
+                   self.mixer.weights, self.mixer.weights2, self.apm1.t, self.apm2.t, self.contexts.bucket_bits,
+                   self.run.byte, self.run.count, self.run.counters.t)
         return pdf
 
     def update(self, symbol):
@@ -371,7 +429,7 @@ class ContextMixingPredictor(Predictor):
         def code_block(hist, start, end, decode, st, buf, payload):
             K.code_block(hist, start, end, decode, s, self.order0.t, self.contexts.tables, self.contexts.histories.t,
                          self.contexts.hashes, self.contexts.slots, self.match.table, self.match.counters.t,
-                         self.mixer.weights, self.mixer.weights2, self.apm1.t, self.apm2.t,
+                         self.mixer.weights, self.mixer.weights2, self.apm1.t, self.apm2.t, self.run.counters.t,
                          self.contexts.bucket_bits, self.match.bits, st, buf, payload, ideal)
 
         return code_block

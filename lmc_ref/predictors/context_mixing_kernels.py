@@ -34,10 +34,13 @@ MIX_MUL = 0xBF58476D1CE4E5B9
 NIBBLE_MUL = 0x94D049BB133111EB
 BUCKET = 16               # words per hash bucket: 1 check word + 15 counters (a nibble's bit tree)
 N_HASHED = 7              # hashed context models: orders 1, 2, 3, 4, 6 and two word models
-N_INPUTS = 2 * N_HASHED + 3   # mixer inputs: order 0, 2 per hashed model, the match model, a bias
+N_INPUTS = 3 * N_HASHED + 3   # mixer inputs: order 0, 2 per hashed model, the match model, a bias, 1 run per model
 BIAS = 256                # the constant input (stretch units)
 APM_ROWS = 33             # APM interpolation knots per context
 MATCH_COUNTERS = 56 * 8 * 256   # match model: (length bucket, expected bit), bit position, previous byte
+RUN_COUNTERS = N_HASHED * 16 * 2 * 8   # run model: (model, run length 1..15+, expected bit, bit position)
+X_MATCH = 2 * N_HASHED + 1    # the mixer input of the match model; X_MATCH + 1: the bias; then the runs
+X_RUN = 2 * N_HASHED + 3
 
 # --8<-- [start:squash]
 # squash(d) = 4096 / (1 + e^(-d/256)) sampled every 128 stretch units (rounded),
@@ -166,25 +169,33 @@ def context_hashes(hashes, c4, c8, word, word_prev):
 
 
 @njit(cache=True, inline="always")
+def bucket_check(h):
+    """The 16-bit check of a bucket for hash ``h`` (odd, so an empty word never matches)."""
+    return np.int64(h & np.uint64(0xFFFF)) | 1
+
+
+@njit(cache=True, inline="always")
 def find_bucket(t, k, h, bucket_bits, write):
     """Offset of the bucket for hash ``h`` in table ``t[k]``, or -1 (only when not ``write``).
 
-    Two candidate buckets (b and b ^ 1, neighbours in memory); a 32-bit check
-    word tells whose bucket it is.  On a miss with ``write``, the candidate
-    whose first counter has seen fewer bits is wiped and taken over.
+    Two candidate buckets (b and b ^ 1, neighbours in memory); the low 16 bits
+    of the first word, a check, tell whose bucket it is (the top 16 bits hold
+    the run model's entry in a first-nibble bucket).  On a miss with
+    ``write``, the candidate whose first counter has seen fewer bits is wiped
+    and taken over.
     """
     b = np.int64(h >> np.uint64(64 - bucket_bits))
-    chk = np.int64(h & np.uint64(0xFFFFFFFF)) | 1
+    chk = bucket_check(h)
     p0 = b * BUCKET
     p1 = (b ^ 1) * BUCKET
-    if np.int64(t[k, p0]) == chk:
+    if (np.int64(t[k, p0]) & 0xFFFF) == chk:
         return p0
-    if np.int64(t[k, p1]) == chk:
+    if (np.int64(t[k, p1]) & 0xFFFF) == chk:
         return p1
     if not write:
         return -1
     victim = p0 if (np.int64(t[k, p0 + 1]) & 255) <= (np.int64(t[k, p1 + 1]) & 255) else p1
-    t[k, victim] = chk
+    t[k, victim] = chk  # no run yet
     for j in range(1, BUCKET):
         t[k, victim + j] = 1 << 31  # p = 1/2, no history, count 0
     return victim
@@ -293,6 +304,50 @@ def match_byte_update(hist, pos, mm_table, mm_bits, h6, mm_len, mm_ptr):
 # --8<-- [end:match]
 
 
+# --8<-- [start:run]
+@njit(cache=True)
+def run_lookup(tables, slots, ridx, rb, rc):
+    """New byte: each hashed context's run, the byte that followed it last and how often in a row.
+
+    The run lives in the top 16 bits of the check word of the context's
+    first-nibble bucket (just selected, so already in cache): the byte, then
+    the run length (0: none yet).  ``ridx`` remembers where, for ``run_store``.
+    """
+    for m in range(N_HASHED):
+        ridx[m] = slots[m]
+        e = np.int64(tables[m, slots[m]]) >> 16
+        rb[m] = e >> 8
+        rc[m] = e & 255
+
+
+@njit(cache=True)
+def run_store(tables, hashes, ridx, rb, rc, byte):
+    """End of byte: record ``byte`` in the run of each context it followed (grows if repeated, else 1).
+
+    ``hashes`` are still those of the byte's contexts.  A bucket that the
+    second nibble's lookup took over meanwhile (its check differs) is left alone.
+    """
+    for m in range(N_HASHED):
+        chk = bucket_check(finalize(hashes[m] + np.uint64(NIBBLE_MUL)))  # the bucket of partial byte 1
+        if (np.int64(tables[m, ridx[m]]) & 0xFFFF) == chk:
+            n = min(rc[m] + 1, 255) if rc[m] > 0 and rb[m] == byte else 1
+            tables[m, ridx[m]] = (((byte << 8) | n) << 16) | chk
+
+
+@njit(cache=True, inline="always")
+def run_context(m, rb, rc, c0, bitpos):
+    """Counter index of model ``m``'s run prediction for this bit, or -1 if it has none.
+
+    The run's byte predicts while the bits so far agree with it; how much to
+    trust it is learned per (model, run length up to 15, expected bit, bit position).
+    """
+    if rc > 0 and ((rb | 256) >> (8 - bitpos)) == c0:
+        expected = (rb >> (7 - bitpos)) & 1
+        return ((m * 16 + min(rc, 15)) * 2 + expected) * 8 + bitpos
+    return -1
+# --8<-- [end:run]
+
+
 # --8<-- [start:mixer]
 @njit(cache=True, inline="always")
 def clamp_dot(dot):
@@ -361,6 +416,7 @@ LIMIT_ORDER0 = 1023   # count limit of the order-0 counters (stationary statisti
 LIMIT_HASHED = np.array([60, 60, 60, 60, 60, 60, 60], dtype=np.int64)
 assert LIMIT_HASHED.shape == (N_HASHED,) and LIMIT_HASHED.max() <= 255
 LIMIT_MATCH = 1023    # count limit of the match model's counters
+LIMIT_RUN = 1023      # count limit of the run model's counters
 LIMIT_HISTORY = 127  # count limit of the indirect (bit history -> probability) counters
 HISTORY_COUNTERS = N_HASHED * 8 * 256   # indirect map: (model, bit position, history)
 MIX_RATE = 4         # mixer learning rate (weight step = rate * err * x / 2**14)
@@ -388,7 +444,7 @@ def word_step(word, word_prev, byte):
 
 @njit(cache=True)
 def predict_p16(c0, bitpos, j, c4, predicted, mm_len, t0, tables, hist_sm, slots, mm_sm, weights, weights2,
-                apm1, apm2, x):
+                apm1, apm2, rb, rc, run_sm, x):
     """P(next bit = 1) as a 16-bit integer; reads the model, changes nothing.
 
     The predict half of ``code_block``, step for step, for ``byte_pdf``.  A
@@ -403,9 +459,11 @@ def predict_p16(c0, bitpos, j, c4, predicted, mm_len, t0, tables, hist_sm, slots
         x[1 + N_HASHED + m] = STRETCH[np.int64(hist_sm[history_index(m, bitpos, v)]) >> 20]
         if (v & 255) > 0:
             known += 1
+        rctx = run_context(m, rb[m], rc[m], c0, bitpos)
+        x[X_RUN + m] = STRETCH[np.int64(run_sm[rctx]) >> 20] if rctx >= 0 else 0
     mctx = match_context(predicted, mm_len, c0, bitpos, c1)
-    x[2 * N_HASHED + 1] = STRETCH[np.int64(mm_sm[mctx]) >> 20]
-    x[2 * N_HASHED + 2] = BIAS
+    x[X_MATCH] = STRETCH[np.int64(mm_sm[mctx]) >> 20]
+    x[X_MATCH + 1] = BIAS
     row = known * 256 + c0
     row2 = (mctx >> 11) * 256 + c0
     d1 = np.int64(0)
@@ -421,7 +479,7 @@ def predict_p16(c0, bitpos, j, c4, predicted, mm_len, t0, tables, hist_sm, slots
 
 @njit(cache=True)
 def byte_pdf(pdf, predicted, mm_len, c4, t0, tables, hist_sm, hashes, slots, mm_sm, weights, weights2, apm1, apm2,
-             bucket_bits):
+             bucket_bits, rb, rc, run_sm):
     """Distribution of the next byte: the product of bit probabilities along the 8-bit tree.
 
     Must be called at a byte boundary.  Every bit's prediction uses its own
@@ -445,13 +503,13 @@ def byte_pdf(pdf, predicted, mm_len, c4, t0, tables, hist_sm, hashes, slots, mm_
                 if hi > 0:
                     continue  # first nibble: done once, with the current buckets
                 p16 = predict_p16(c0, bitpos, c0, c4, predicted, mm_len, t0, tables, hist_sm, slots, mm_sm,
-                                  weights, weights2, apm1, apm2, x)
+                                  weights, weights2, apm1, apm2, rb, rc, run_sm, x)
             else:
                 if (c0 >> (bitpos - 4)) != 16 + hi:
                     continue
                 j = (c0 & ((1 << (bitpos - 4)) - 1)) | (1 << (bitpos - 4))
                 p16 = predict_p16(c0, bitpos, j, c4, predicted, mm_len, t0, tables, hist_sm, nib_slots, mm_sm,
-                                  weights, weights2, apm1, apm2, x)
+                                  weights, weights2, apm1, apm2, rb, rc, run_sm, x)
             p = p16 / 65536.0
             node[2 * c0 + 1] = node[c0] * p
             node[2 * c0] = node[c0] * (1.0 - p)
@@ -462,7 +520,7 @@ def byte_pdf(pdf, predicted, mm_len, c4, t0, tables, hist_sm, hashes, slots, mm_
 # --8<-- [start:code_block]
 @njit(cache=True)
 def code_block(hist, start, end, decode, s, t0, tables, hist_sm, hashes, slots, mm_table, mm_sm, weights, weights2,
-               apm1, apm2, bucket_bits, mm_bits, st, buf, payload, ideal):
+               apm1, apm2, run_sm, bucket_bits, mm_bits, st, buf, payload, ideal):
     """Predict + (en|de)code + update, 8 bits per byte, for bytes [start, end) of ``hist``.
 
     Decoding writes each byte into ``hist`` as it completes; encoding reads it.
@@ -477,6 +535,11 @@ def code_block(hist, start, end, decode, s, t0, tables, hist_sm, hashes, slots, 
     """
     x = np.zeros(N_INPUTS, np.int64)
     hidx = np.zeros(N_HASHED, np.int64)
+    ridx = np.zeros(N_HASHED, np.int64)  # run entries of the current byte's contexts
+    rb = np.zeros(N_HASHED, np.int64)
+    rc = np.zeros(N_HASHED, np.int64)
+    rci = np.zeros(N_HASHED, np.int64)  # run counters used by the current bit (-1: none)
+    run_lookup(tables, slots, ridx, rb, rc)  # blocks start at byte boundaries
     c0, bitpos, j = s[S_C0], s[S_BITPOS], s[S_J]
     c4, c8, word, word_prev, pos = s[S_C4], s[S_C8], s[S_WORD], s[S_WORDPREV], s[S_POS]
     mm_len, mm_ptr = s[S_MMLEN], s[S_MMPTR]
@@ -497,7 +560,7 @@ def code_block(hist, start, end, decode, s, t0, tables, hist_sm, hashes, slots, 
             row2 = (mctx >> 11) * 256 + c0
             prefetch(mm_sm, mctx)
             prefetch(weights2, row2 * N_INPUTS)
-            prefetch(weights2, row2 * N_INPUTS + 16)
+            prefetch(weights2, row2 * N_INPUTS + N_INPUTS - 1)
             x[0] = STRETCH[np.int64(t0[c0]) >> 20]
             known = 0
             for m in range(N_HASHED):
@@ -507,8 +570,10 @@ def code_block(hist, start, end, decode, s, t0, tables, hist_sm, hashes, slots, 
                 x[1 + N_HASHED + m] = STRETCH[np.int64(hist_sm[hidx[m]]) >> 20]
                 if (v & 255) > 0:
                     known += 1
-            x[2 * N_HASHED + 1] = STRETCH[np.int64(mm_sm[mctx]) >> 20]
-            x[2 * N_HASHED + 2] = BIAS
+                rci[m] = run_context(m, rb[m], rc[m], c0, bitpos)
+                x[X_RUN + m] = STRETCH[np.int64(run_sm[rci[m]]) >> 20] if rci[m] >= 0 else 0
+            x[X_MATCH] = STRETCH[np.int64(mm_sm[mctx]) >> 20]
+            x[X_MATCH + 1] = BIAS
             row = known * 256 + c0
             d1 = np.int64(0)
             d2 = np.int64(0)
@@ -535,6 +600,8 @@ def code_block(hist, start, end, decode, s, t0, tables, hist_sm, hashes, slots, 
                 hist_sm[hidx[m]] = counter_next(np.int64(hist_sm[hidx[m]]), bit, LIMIT_HISTORY)
                 q = slots[m] + j
                 tables[m, q] = slot_next(np.int64(tables[m, q]), bit, LIMIT_HASHED[m])
+                if rci[m] >= 0:
+                    run_sm[rci[m]] = counter_next(np.int64(run_sm[rci[m]]), bit, LIMIT_RUN)
             mm_sm[mctx] = counter_next(np.int64(mm_sm[mctx]), bit, LIMIT_MATCH)
             e1 = mixer_error(squash(d1), bit)
             e2 = mixer_error(squash(d2), bit)
@@ -558,10 +625,12 @@ def code_block(hist, start, end, decode, s, t0, tables, hist_sm, hashes, slots, 
         c8 = ((c8 << 8) | (c4 >> 24)) & 0xFFFFFFFF
         c4 = ((c4 << 8) | byte) & 0xFFFFFFFF
         word, word_prev = word_step(word, word_prev, byte)
+        run_store(tables, hashes, ridx, rb, rc, byte)
         context_hashes(hashes, c4, c8, word, word_prev)
         mm_len, mm_ptr = match_byte_update(hist, pos, mm_table, mm_bits, hashes[4], mm_len, mm_ptr)
         c0, bitpos, j = 1, 0, 1
         lookup_nibble(tables, hashes, c0, bucket_bits, slots, True)
+        run_lookup(tables, slots, ridx, rb, rc)
     s[S_C0] = c0
     s[S_BITPOS] = bitpos
     s[S_J] = j
