@@ -11,7 +11,9 @@ The division of labour keeps the lossless contract simple:
   where ``_code_position`` turns them into a pdf (``exp`` in float64, exactly
   as the CPU backend does), quantizes them with ``lmc_ref.quantize`` -- still
   the only place floats become integers -- and runs each chunk's own
-  arithmetic coder, chunks in parallel (``prange``).
+  arithmetic coder, chunks in parallel (``prange``).  The batch runs as two
+  halves that take turns, so the host codes one half while the GPU computes
+  the other (``CudaTransformer._run``).
 
 Encoder and decoder both run ``step_kernel`` one position at a time with the
 same inputs, so they compute the same bits: every sum inside the kernel has a
