@@ -549,12 +549,12 @@ def code_block(hist, start, end, decode, s, t0, tables, hist_sm, hashes, slots, 
             # ---- predict (the same steps as predict_bit and predict_p16)
             c1 = c4 & 255
             # the rows read last (APMs, match counter, mixer 2) start loading now
-            i1 = apm1_context(c0, c4) * APM_ROWS
-            prefetch(apm1, i1)
-            prefetch(apm1, i1 + 32)
-            i2 = (c0 | (c1 << 8)) * APM_ROWS
-            prefetch(apm2, i2)
-            prefetch(apm2, i2 + 32)
+            cx1 = apm1_context(c0, c4)
+            cx2 = c0 | (c1 << 8)
+            prefetch(apm1, cx1 * APM_ROWS)
+            prefetch(apm1, cx1 * APM_ROWS + 32)
+            prefetch(apm2, cx2 * APM_ROWS)
+            prefetch(apm2, cx2 * APM_ROWS + 32)
             predicted = np.int64(hist[mm_ptr]) if mm_len > 0 else 0
             mctx = match_context(predicted, mm_len, c0, bitpos, c1)
             row2 = (mctx >> 11) * 256 + c0
@@ -583,8 +583,8 @@ def code_block(hist, start, end, decode, s, t0, tables, hist_sm, hashes, slots, 
             d1 = clamp_dot(d1)
             d2 = clamp_dot(d2)
             pr = squash((d1 + d2) >> 1)
-            i1, w1 = apm_knot(pr, apm1_context(c0, c4))
-            i2, w2 = apm_knot(pr, c0 | (c1 << 8))
+            i1, w1 = apm_knot(pr, cx1)
+            i2, w2 = apm_knot(pr, cx2)
             p = final_p(pr, apm_interp(apm1[i1], apm1[i1 + 1], w1), apm_interp(apm2[i2], apm2[i2 + 1], w2))
             # ---- code
             if decode:

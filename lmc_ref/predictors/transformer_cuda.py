@@ -529,7 +529,7 @@ class CudaTransformer:
             """Wait for ``half``'s position ``t`` and code it (this writes the half's next tokens)."""
             half.stream.synchronize()
             lo, hi = half.lo, half.hi
-            if record is not None and t < record.shape[1]:
+            if record is not None:
                 record[lo:hi, t] = half.logp
             _code_position(half.logp, t, lengths[lo:hi], hist[lo:hi], half.tokens, decode, est[lo:hi],
                            ebuf[lo:hi], dst[lo:hi], payload, starts[lo:hi + 1], bits[lo:hi])
