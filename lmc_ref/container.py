@@ -32,9 +32,10 @@ from dataclasses import dataclass
 MAGIC = b"\x89LMC"
 # Format versions: 1 used the first quantization rule (rounding remainder spread
 # over the lowest symbols); 2 gives it to the last symbol (lmc_ref/quantize.py);
-# 3 adds the run model to ``cm`` (a different model codes different bits).
+# 3 adds the run model to ``cm`` (a different model codes different bits); 4 adds
+# ``cm``'s follower context and one-sided-history inputs.
 # What decides the coded bits is recorded, so an old file is refused, not misread.
-VERSION = 3
+VERSION = 4
 MAX_SPEC_LENGTH = 1024
 HASH_LENGTHS = (0, 32)
 MAX_BACKEND_LENGTH = 32

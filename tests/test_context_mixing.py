@@ -98,8 +98,11 @@ def test_run_model_counts_repeats_and_predicts_the_byte():
         predictor.update(byte)
     run = predictor.run
     # orders 1-4 and 6 predict "b" (the word models see one ever longer word, never the same context)
-    assert list(run.byte[:5]) == [ord("b")] * 5 and list(run.count[5:]) == [0, 0]
+    assert list(run.byte[:5]) == [ord("b")] * 5 and list(run.count[5:7]) == [0, 0]
     assert run.count[0] == 5  # order 1: "a" was followed by "b" five times
+    # the follower context ("a", then the two bytes that followed "a" before: "bb") is the same
+    # since the third "a", and was followed by "b" each time since
+    assert run.byte[7] == ord("b") and run.count[7] == 3
     x = np.zeros(K.N_INPUTS, np.int64)
     # the first bit of "b" (0x62 = 0110 0010) is 0: no run input says 1, and those whose
     # counter (per run length) has been trained already say 0 with confidence
@@ -250,7 +253,7 @@ def test_mixer_trace_for_the_docs_figure(enwik8_head, tmp_path):
 
     positions, weights = mixer.trace(enwik8_head[:300_000], block=50_000, mem=12)
     assert positions[-1] == 300_000 and weights.shape == (len(positions), len(mixer.INPUTS))
-    assert np.all(weights[0, :K.X_RUN] == 0.125) and np.all(weights[0, K.X_RUN:] == 0)  # MIX_INIT 1/8; runs 0
+    assert np.all(weights[0, :K.X_RUN] == 0.125) and np.all(weights[0, K.X_RUN:] == 0)  # MIX_INIT 1/8; runs, one-sided 0
     assert np.abs(weights[-1] - weights[0]).max() > 0.01  # the traced set has learned
     mixer.plot(positions, weights, tmp_path / "m.png")
     assert (tmp_path / "m.png").stat().st_size > 1000

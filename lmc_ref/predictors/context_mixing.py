@@ -14,7 +14,7 @@ says what it predicts and how it learns):
 
 1. ``squash`` / ``stretch``: the logistic function and its inverse, in integers;
 2. ``Counters``: adaptive probabilities, one per context slot;
-3. ``ContextModels``: orders 1, 2, 3, 4, 6 and two word models, hashed into tables;
+3. ``ContextModels``: orders 1, 2, 3, 4, 6, two word models and a follower context, hashed into tables;
 4. ``MatchModel``: the longest earlier occurrence of the recent bytes predicts the next bit;
 5. ``RunModel``: the byte that last followed each hashed context predicts it again;
 6. ``Mixer``: two gated logistic mixers (weight sets chosen by small contexts), averaged;
@@ -38,10 +38,10 @@ MIN_MEM, MAX_MEM, DEFAULT_MEM = 10, 25, 22
 # The readable path runs the kernels' plain-Python originals (``py_func``): the
 # same source, and on Python integers the same results, without the cost of a
 # compiled call for every small step.
-(counter_next, slot_next, history_index, match_context, run_context, clamp_dot, mixer_error, mixer_step, apm_knot,
- apm_interp, apm_next, final_p, squash, apm1_context) = (f.py_func for f in (
-    K.counter_next, K.slot_next, K.history_index, K.match_context, K.run_context, K.clamp_dot, K.mixer_error,
-    K.mixer_step, K.apm_knot, K.apm_interp, K.apm_next, K.final_p, K.squash, K.apm1_context))
+(counter_next, slot_next, history_index, one_sided, match_context, run_context, clamp_dot, mixer_error, mixer_step,
+ apm_knot, apm_interp, apm_next, final_p, squash, apm1_context) = (f.py_func for f in (
+    K.counter_next, K.slot_next, K.history_index, K.one_sided, K.match_context, K.run_context, K.clamp_dot,
+    K.mixer_error, K.mixer_step, K.apm_knot, K.apm_interp, K.apm_next, K.final_p, K.squash, K.apm1_context))
 BLOCK = 1 << 16           # fused path: bytes per compiled call (progress + buffer growth)
 
 
@@ -51,7 +51,7 @@ def memory_bytes(mem):
     match = 4 << (mem - 2)                          # int32 positions
     apms = 2 * K.APM_ROWS * (65536 + 65536)       # uint16 knots
     mixers = 4 * (K.MIXER_SETS + K.MIXER2_SETS) * K.N_INPUTS
-    fixed = apms + mixers + 4 * (256 + K.MATCH_COUNTERS + K.HISTORY_COUNTERS + K.RUN_COUNTERS)
+    fixed = apms + mixers + 4 * (256 + K.MATCH_COUNTERS + K.HISTORY_COUNTERS + K.RUN_COUNTERS) + 2 * 256
     return hashed + match + fixed
 
 
@@ -81,18 +81,21 @@ class Counters:
 
 # --8<-- [start:context_models]
 class ContextModels:
-    """Order-1, 2, 3, 4, 6 and two word contexts, each hashed into its own table of slots.
+    """Order-1, 2, 3, 4, 6, two word contexts and a follower context, each hashed into its own table of slots.
 
-    Predicts: for each model, P(bit = 1) given its context (the last k bytes,
-    or the current word with the previous word or with the previous byte,
-    letters case-folded; see ``context_hashes``) and the bits of the current
+    Predicts: for each model, P(bit = 1) given its context (the last k bytes;
+    the current word with the previous word or with the previous byte,
+    letters case-folded; the previous byte with the two bytes that followed
+    its last two occurrences; see ``context_hashes``) and the bits of the current
     byte seen so far, twice: *directly*, from the probability the slot has
     learned, and *indirectly*, from the slot's bit history (how many zeros
     and ones it saw, recent ones weighing more; see ``history_step``) through
     a shared ``Counters`` map that learns what such a history predicts in all
     of this model's contexts.  A context seen once or twice says little by its
     own count, but "three ones and no zero" is a pattern the indirect map has
-    seen many times.
+    seen many times.  A history of only zeros or only ones (a context never
+    wrong so far) feeds its indirect prediction to the mixer a second time,
+    on an input of its own (``one_sided``).
     Learns: the slot's probability (like ``Counters``) and history, and the
     indirect counter that was used.
 
@@ -111,25 +114,28 @@ class ContextModels:
         self.bucket_bits = mem - 4
         self.hashes = np.zeros(K.N_HASHED, dtype=np.uint64)
         self.slots = np.zeros(K.N_HASHED, dtype=np.int64)
+        self.follow = np.zeros(256, dtype=np.uint16)  # per byte: the two bytes that followed it last (follow_step)
         self.histories = Counters(K.HISTORY_COUNTERS, K.LIMIT_HISTORY)  # (model, bit position, history) -> p
 
     def set_contexts(self, c4, c8, word, word_prev):
-        """New byte: hash the seven contexts (from the last 8 bytes and the word hashes)."""
-        K.context_hashes(self.hashes, c4, c8, word, word_prev)
+        """New byte: hash the eight contexts (from the last 8 bytes, the word hashes and the followers)."""
+        K.context_hashes(self.hashes, c4, c8, word, word_prev, self.follow)
 
     def select_nibble(self, c0):
         """New nibble: claim the bucket of (context, partial byte ``c0``) in every table."""
         K.lookup_nibble(self.tables, self.hashes, c0, self.bucket_bits, self.slots, True)
 
     def add_inputs(self, j, bitpos, x):
-        """Direct predictions into ``x[1:8]``, indirect ones into ``x[8:15]``; ``j`` is the
-        node of the nibble tree (1..15).  Returns how many models have seen their context (0..7).
+        """Direct predictions into ``x[1:9]``, indirect ones into ``x[9:17]`` and, for one-sided
+        histories, again into ``x[X_ONE_SIDED:]``; ``j`` is the node of the nibble tree (1..15).
+        Returns how many models have seen their context (0..8).
         """
         known = 0
         for k in range(K.N_HASHED):
             v = int(self.tables[k, self.slots[k] + j])
             x[1 + k] = K.STRETCH[v >> 20]
             x[1 + K.N_HASHED + k] = K.STRETCH[self.histories.p(history_index(k, bitpos, v))]
+            x[K.X_ONE_SIDED + k] = x[1 + K.N_HASHED + k] if one_sided(v) else 0
             known += (v & 255) > 0
         return known
 
@@ -228,10 +234,11 @@ class Mixer:
     """A gated logistic mixer: p = squash(sum_i w_i * stretch(p_i)).
 
     Predicts: the combination of all inputs (order 0, two per context model,
-    the match model, a constant bias, one run per context model), weighted by
-    how much each has deserved trust.  There are two weight tables; the first's weight set is
-    selected by the partial byte and by how many context models have seen
-    their context before (8 x 256 sets), the second's by the match model's
+    the match model, a constant bias, then per context model its run and its
+    one-sided history), weighted by how much each has deserved trust.  There
+    are two weight tables; the first's weight set is selected by the partial
+    byte and by how many context models have seen their context before
+    (9 x 256 sets), the second's by the match model's
     state (length bucket, expected bit) and the partial byte (56 x 256 sets).
     So trust can differ by bit position, by the
     bits already seen, between familiar and novel contexts, and with the
@@ -244,8 +251,9 @@ class Mixer:
     def __init__(self):
         self.weights = np.full((K.MIXER_SETS, K.N_INPUTS), K.MIX_INIT, dtype=np.int32)
         self.weights2 = np.full((K.MIXER2_SETS, K.N_INPUTS), K.MIX_INIT, dtype=np.int32)
-        # The run inputs start ignored and earn their weight: young runs mislead,
-        # and on 2 KB chunks starting them at 1/8 like the others cost 0.4 points.
+        # The run and one-sided inputs start ignored and earn their weight: young
+        # runs mislead, and on 2 KB chunks starting the runs at 1/8 like the
+        # others cost 0.4 points.
         self.weights[:, K.X_RUN:] = 0
         self.weights2[:, K.X_RUN:] = 0
         self.rows = (0, 0)
@@ -312,7 +320,7 @@ class ContextMixingPredictor(Predictor):
     @classmethod
     def help_text(cls):
         return (
-            f"cm:mem=N  bitwise context mixing (orders 0-4, 6, 2 word models, runs, match; 2 mixers, 2 APMs), "
+            f"cm:mem=N  bitwise context mixing (orders 0-4, 6, 2 word models, follower, runs, match; 2 mixers, 2 APMs), "
             f"2**N counters per context model (N {MIN_MEM}..{MAX_MEM}, default {DEFAULT_MEM}: "
             f"{memory_bytes(DEFAULT_MEM) / 2**20:.0f} MiB of tables; N={MAX_MEM}: "
             f"{memory_bytes(MAX_MEM) / 2**20:.0f} MiB)"
@@ -383,6 +391,7 @@ class ContextMixingPredictor(Predictor):
         self.c8 = ((self.c8 << 8) | (self.c4 >> 24)) & 0xFFFFFFFF
         self.c4 = ((self.c4 << 8) | byte) & 0xFFFFFFFF
         self.word, self.word_prev = (int(v) for v in K.word_step(self.word, self.word_prev, byte))
+        K.follow_step(self.contexts.follow, self.c4)
         self.run.end_of_byte(self.contexts, byte)
         self.contexts.set_contexts(self.c4, self.c8, self.word, self.word_prev)
         self.match.end_of_byte(self.hist, self.pos, self.contexts.hashes[4])
@@ -430,7 +439,7 @@ class ContextMixingPredictor(Predictor):
             K.code_block(hist, start, end, decode, s, self.order0.t, self.contexts.tables, self.contexts.histories.t,
                          self.contexts.hashes, self.contexts.slots, self.match.table, self.match.counters.t,
                          self.mixer.weights, self.mixer.weights2, self.apm1.t, self.apm2.t, self.run.counters.t,
-                         self.contexts.bucket_bits, self.match.bits, st, buf, payload, ideal)
+                         self.contexts.follow, self.contexts.bucket_bits, self.match.bits, st, buf, payload, ideal)
 
         return code_block
 

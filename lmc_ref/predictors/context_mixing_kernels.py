@@ -33,14 +33,16 @@ HASH_MUL = 0x9E3779B97F4A7C15
 MIX_MUL = 0xBF58476D1CE4E5B9
 NIBBLE_MUL = 0x94D049BB133111EB
 BUCKET = 16               # words per hash bucket: 1 check word + 15 counters (a nibble's bit tree)
-N_HASHED = 7              # hashed context models: orders 1, 2, 3, 4, 6 and two word models
-N_INPUTS = 3 * N_HASHED + 3   # mixer inputs: order 0, 2 per hashed model, the match model, a bias, 1 run per model
+N_HASHED = 8              # hashed context models: orders 1, 2, 3, 4, 6, two word models and the follower context
+N_INPUTS = 4 * N_HASHED + 3   # mixer inputs: order 0, 2 per hashed model, the match model, a bias,
+#                               then per hashed model a run and a one-sided-history input
 BIAS = 256                # the constant input (stretch units)
 APM_ROWS = 33             # APM interpolation knots per context
 MATCH_COUNTERS = 56 * 8 * 256   # match model: (length bucket, expected bit), bit position, previous byte
 RUN_COUNTERS = N_HASHED * 16 * 2 * 8   # run model: (model, run length 1..15+, expected bit, bit position)
 X_MATCH = 2 * N_HASHED + 1    # the mixer input of the match model; X_MATCH + 1: the bias; then the runs
 X_RUN = 2 * N_HASHED + 3
+X_ONE_SIDED = 3 * N_HASHED + 3  # the one-sided-history inputs (see ``one_sided``)
 
 # --8<-- [start:squash]
 # squash(d) = 4096 / (1 + e^(-d/256)) sampled every 128 stretch units (rounded),
@@ -150,14 +152,17 @@ def context_hash(value, k):
 
 
 @njit(cache=True)
-def context_hashes(hashes, c4, c8, word, word_prev):
-    """The seven hashed contexts for the next byte: orders 1, 2, 3, 4, 6 and two word contexts.
+def context_hashes(hashes, c4, c8, word, word_prev, follow):
+    """The eight hashed contexts for the next byte: orders 1, 2, 3, 4, 6, two word contexts, the follower context.
 
     ``c4`` holds the last 4 bytes (most recent lowest), ``c8`` the 4 before them;
     ``word`` hashes the letters of the current word (0 between words),
     ``word_prev`` the word before.  The word contexts are (current word,
     previous word) and (current word, previous byte): they skip over the
-    spaces and punctuation that break byte contexts apart.
+    spaces and punctuation that break byte contexts apart.  The follower
+    context is the previous byte with the two bytes that followed its last
+    two occurrences (``follow``, see ``follow_step``): it predicts from what
+    came after this byte elsewhere, a context no run of recent bytes holds.
     """
     hashes[0] = context_hash(c4 & 0xFF, 0)
     hashes[1] = context_hash(c4 & 0xFFFF, 1)
@@ -166,12 +171,30 @@ def context_hashes(hashes, c4, c8, word, word_prev):
     hashes[4] = context_hash(c4 | ((c8 & 0xFFFF) << 32), 4)
     hashes[5] = context_hash(word | ((word_prev & 0x7FFFFFFF) << 32), 5)
     hashes[6] = context_hash(word | ((c4 & 0xFF) << 32), 6)
+    hashes[7] = context_hash((c4 & 0xFF) | (np.int64(follow[c4 & 0xFF]) << 8), 7)
+
+
+@njit(cache=True, inline="always")
+def follow_step(follow, c4):
+    """After byte ``c4 & 255``: remember it as the latest byte to follow the byte before it.
+
+    ``follow[b]`` holds the two bytes that followed the last two occurrences
+    of byte ``b`` (the latest in the low byte).
+    """
+    prev = (c4 >> 8) & 0xFF
+    follow[prev] = ((np.int64(follow[prev]) << 8) | (c4 & 0xFF)) & 0xFFFF
 
 
 @njit(cache=True, inline="always")
 def bucket_check(h):
     """The 16-bit check of a bucket for hash ``h`` (odd, so an empty word never matches)."""
     return np.int64(h & np.uint64(0xFFFF)) | 1
+
+
+@njit(cache=True, inline="always")
+def bucket_index(h, bucket_bits):
+    """The first candidate bucket for hash ``h`` (its top ``bucket_bits`` bits); the second is its neighbour."""
+    return np.int64(h >> np.uint64(64 - bucket_bits))
 
 
 @njit(cache=True, inline="always")
@@ -184,7 +207,7 @@ def find_bucket(t, k, h, bucket_bits, write):
     ``write``, the candidate whose first counter has seen fewer bits is wiped
     and taken over.
     """
-    b = np.int64(h >> np.uint64(64 - bucket_bits))
+    b = bucket_index(h, bucket_bits)
     chk = bucket_check(h)
     p0 = b * BUCKET
     p1 = (b ^ 1) * BUCKET
@@ -265,6 +288,19 @@ def slot_next(v, bit, limit):
     if n < limit:
         n += 1
     return (p << 16) | (HISTORY_NEXT[((v >> 7) & 510) | bit] << 8) | n
+
+
+@njit(cache=True, inline="always")
+def one_sided(v):
+    """Whether slot ``v``'s bit history holds only zeros or only ones (and at least one bit).
+
+    Such a context has been deterministic so far.  Its indirect prediction is
+    given to the mixer a second time, on an input that is 0 for every other
+    history, so that the mixer can learn a separate weight for "this context
+    has never been wrong" (PAQ8's context maps do the same).
+    """
+    h = (v >> 8) & 255
+    return ((h >> 4) == 0) != ((h & 15) == 0)
 
 
 @njit(cache=True, inline="always")
@@ -429,9 +465,9 @@ def apm_init(contexts):
 # ------------------------------------------------------------------ tuning ----
 # Part of the format: changing any of these changes every ``cm`` file.
 LIMIT_ORDER0 = 1023   # count limit of the order-0 counters (stationary statistics)
-# count limits of the hashed slots (orders 1, 2, 3, 4, 6, the two word models): low, so they keep
+# count limits of the hashed slots (orders 1, 2, 3, 4, 6, the two word models, the follower): low, so they keep
 # adapting; at most 255 (the count has 8 bits)
-LIMIT_HASHED = np.array([60, 60, 60, 60, 60, 60, 60], dtype=np.int64)
+LIMIT_HASHED = np.array([60, 60, 60, 60, 60, 60, 60, 60], dtype=np.int64)
 assert LIMIT_HASHED.shape == (N_HASHED,) and LIMIT_HASHED.max() <= 255
 LIMIT_MATCH = 1023    # count limit of the match model's counters
 LIMIT_RUN = 1023      # count limit of the run model's counters
@@ -445,7 +481,7 @@ P_MIN, P_MAX = 16, 65520   # final 16-bit probability is clamped to this range
 # Scalar state carried by the fused loop between blocks: one int64 array, these indices.
 S_C0, S_BITPOS, S_J, S_C4, S_C8, S_WORD, S_WORDPREV, S_POS, S_MMLEN, S_MMPTR = range(10)
 S_SIZE = 10
-MIXER_SETS = 256 * (N_HASHED + 1)   # mixer 1 weight sets: (hashed contexts known 0..7, partial byte)
+MIXER_SETS = 256 * (N_HASHED + 1)   # mixer 1 weight sets: (hashed contexts known 0..8, partial byte)
 MIXER2_SETS = (MATCH_COUNTERS >> 11) * 256   # mixer 2 weight sets: (match length bucket, expected bit, partial byte)
 
 
@@ -475,6 +511,7 @@ def predict_p16(c0, bitpos, j, c4, predicted, mm_len, t0, tables, hist_sm, slots
         v = np.int64(tables[m, slots[m] + j]) if slots[m] >= 0 else np.int64(1 << 31)
         x[1 + m] = STRETCH[v >> 20]
         x[1 + N_HASHED + m] = STRETCH[np.int64(hist_sm[history_index(m, bitpos, v)]) >> 20]
+        x[X_ONE_SIDED + m] = x[1 + N_HASHED + m] if one_sided(v) else 0
         if (v & 255) > 0:
             known += 1
         rctx = run_context(m, rb[m], rc[m], c0, bitpos)
@@ -538,7 +575,7 @@ def byte_pdf(pdf, predicted, mm_len, c4, t0, tables, hist_sm, hashes, slots, mm_
 # --8<-- [start:code_block]
 @njit(cache=True)
 def code_block(hist, start, end, decode, s, t0, tables, hist_sm, hashes, slots, mm_table, mm_sm, weights, weights2,
-               apm1, apm2, run_sm, bucket_bits, mm_bits, st, buf, payload, ideal):
+               apm1, apm2, run_sm, follow, bucket_bits, mm_bits, st, buf, payload, ideal):
     """Predict + (en|de)code + update, 8 bits per byte, for bytes [start, end) of ``hist``.
 
     Decoding writes each byte into ``hist`` as it completes; encoding reads it.
@@ -579,6 +616,14 @@ def code_block(hist, start, end, decode, s, t0, tables, hist_sm, hashes, slots, 
             prefetch(mm_sm, mctx)
             prefetch(weights2, row2 * N_INPUTS)
             prefetch(weights2, row2 * N_INPUTS + N_INPUTS - 1)
+            if bitpos == 3:
+                # the second nibble's bucket is one of two per model, whichever this bit picks: load both
+                for m in range(N_HASHED):
+                    for c0_next in range(2 * c0, 2 * c0 + 2):
+                        b = bucket_index(finalize(hashes[m] + np.uint64(c0_next) * np.uint64(NIBBLE_MUL)),
+                                         bucket_bits)
+                        prefetch(tables, m * tables.shape[1] + b * BUCKET)
+                        prefetch(tables, m * tables.shape[1] + (b ^ 1) * BUCKET)
             x[0] = STRETCH[np.int64(t0[c0]) >> 20]
             known = 0
             for m in range(N_HASHED):
@@ -586,6 +631,7 @@ def code_block(hist, start, end, decode, s, t0, tables, hist_sm, hashes, slots, 
                 x[1 + m] = STRETCH[v >> 20]
                 hidx[m] = history_index(m, bitpos, v)
                 x[1 + N_HASHED + m] = STRETCH[np.int64(hist_sm[hidx[m]]) >> 20]
+                x[X_ONE_SIDED + m] = x[1 + N_HASHED + m] if one_sided(v) else 0
                 known += (v & 255) != 0  # no branch: whether a slot is new is hard to guess
                 rci[m] = run_context(m, rb[m], rc[m], c0, bitpos)
                 x[X_RUN + m] = STRETCH[np.int64(run_sm[rci[m]]) >> 20] if rci[m] >= 0 else 0
@@ -642,8 +688,9 @@ def code_block(hist, start, end, decode, s, t0, tables, hist_sm, hashes, slots, 
         c8 = ((c8 << 8) | (c4 >> 24)) & 0xFFFFFFFF
         c4 = ((c4 << 8) | byte) & 0xFFFFFFFF
         word, word_prev = word_step(word, word_prev, byte)
+        follow_step(follow, c4)
         run_store(tables, hashes, ridx, rb, rc, byte)
-        context_hashes(hashes, c4, c8, word, word_prev)
+        context_hashes(hashes, c4, c8, word, word_prev, follow)
         mm_len, mm_ptr = match_byte_update(hist, pos, mm_table, mm_bits, hashes[4], mm_len, mm_ptr)
         c0, bitpos, j = 1, 0, 1
         lookup_nibble(tables, hashes, c0, bucket_bits, slots, True)
