@@ -7,7 +7,7 @@ the result is right.  The header records all of it::
 
     offset  size  field
     0       4     magic  b"\\x89LMC"   (the high byte catches 7-bit/text-mode damage, as PNG's does)
-    4       1     format version (2)
+    4       1     format version (``VERSION``)
     5       1     flags (reserved, must be 0)
     6       2     S = length of the predictor spec, 1..1024            (little-endian)
     8       S     predictor spec, printable ASCII, e.g. "ngram:order=6,mem=20"

@@ -256,9 +256,8 @@ def test_raw_pack_matches_pack():
     dict(length=-1),
     dict(crc32=2**32),
     dict(crc32=-1),
-    dict(version=1),
-    dict(version=2),
-    dict(version=4),
+    *[dict(version=v) for v in range(1, container.VERSION)],  # every older format
+    dict(version=container.VERSION + 1),
 ], ids=lambda kw: next(iter(kw)))
 def test_pack_rejects_bad_fields(kwargs):
     fields = dict(spec="ngram", backend="cpu", length=0, crc32=0)
@@ -278,9 +277,8 @@ def test_pack_rejects_oversized_payload():
 
 @pytest.mark.parametrize("kwargs, message", [
     (dict(version=0), "version"),
-    (dict(version=1), "version"),
-    (dict(version=2), "version"),
-    (dict(version=4), "version"),
+    *[(dict(version=v), "version") for v in range(1, container.VERSION)],
+    (dict(version=container.VERSION + 1), "version"),
     (dict(flags=1), "flags"),
     (dict(spec=b"", spec_len=0), "spec length"),
     (dict(spec=b"x" * 1025), "spec length"),
