@@ -38,10 +38,11 @@ MIN_MEM, MAX_MEM, DEFAULT_MEM = 10, 25, 22
 # The readable path runs the kernels' plain-Python originals (``py_func``): the
 # same source, and on Python integers the same results, without the cost of a
 # compiled call for every small step.
-(counter_next, slot_next, history_index, one_sided, match_context, run_context, clamp_dot, mixer_error, mixer_step,
- apm_knot, apm_interp, apm_next, final_p, squash, apm1_context) = (f.py_func for f in (
-    K.counter_next, K.slot_next, K.history_index, K.one_sided, K.match_context, K.run_context, K.clamp_dot,
-    K.mixer_error, K.mixer_step, K.apm_knot, K.apm_interp, K.apm_next, K.final_p, K.squash, K.apm1_context))
+(counter_next, slot_next, history_index, one_sided, match_context, match_strength, run_context, clamp_dot, mixer_error,
+ mixer_step, apm_knot, apm_interp, apm_next, final_p, squash, apm1_context) = (f.py_func for f in (
+    K.counter_next, K.slot_next, K.history_index, K.one_sided, K.match_context, K.match_strength, K.run_context,
+    K.clamp_dot, K.mixer_error, K.mixer_step, K.apm_knot, K.apm_interp, K.apm_next, K.final_p, K.squash,
+    K.apm1_context))
 BLOCK = 1 << 16           # fused path: bytes per compiled call (progress + buffer growth)
 
 
@@ -156,7 +157,8 @@ class MatchModel:
     probably the bit of the byte that followed the earlier occurrence.  How
     probable is learned by counters indexed by (match length bucket, that
     expected bit, bit position, previous byte); with no match the counters of
-    the previous byte and bit position alone answer.
+    the previous byte and bit position alone answer.  A second input gives
+    the match length itself, signed by the expected bit (``match_strength``).
     Learns: at every byte boundary the match is extended (or dropped if the
     byte differed), a lost match is looked up again by hashing the last 6
     bytes, and the table records where these 6 bytes occurred last.
@@ -170,11 +172,13 @@ class MatchModel:
         self.ptr = 0
         self.ctx = 0
 
-    def input(self, hist, c0, bitpos, c1):
-        """Stretched prediction of the next bit; remembers which counter made it."""
+    def add_inputs(self, hist, c0, bitpos, c1, x):
+        """The counter's stretched prediction of the next bit and the signed match length;
+        remembers which counter predicted."""
         predicted = int(hist[self.ptr]) if self.length > 0 else 0
         self.ctx = int(match_context(predicted, self.length, c0, bitpos, c1))
-        return int(K.STRETCH[self.counters.p(self.ctx)])
+        x[K.X_MATCH] = K.STRETCH[self.counters.p(self.ctx)]
+        x[K.X_MATCH_LENGTH] = match_strength(self.ctx, self.length)
 
     def update(self, bit):
         self.counters.update(self.ctx, bit)
@@ -235,7 +239,7 @@ class Mixer:
 
     Predicts: the combination of all inputs (order 0, two per context model,
     the match model, a constant bias, then per context model its run and its
-    one-sided history), weighted by how much each has deserved trust.  There
+    one-sided history, and the match length), weighted by how much each has deserved trust.  There
     are two weight tables; the first's weight set is selected by the partial
     byte and by how many context models have seen their context before
     (9 x 256 sets), the second's by the match model's
@@ -251,7 +255,7 @@ class Mixer:
     def __init__(self):
         self.weights = np.full((K.MIXER_SETS, K.N_INPUTS), K.MIX_INIT, dtype=np.int32)
         self.weights2 = np.full((K.MIXER2_SETS, K.N_INPUTS), K.MIX_INIT, dtype=np.int32)
-        # The run and one-sided inputs start ignored and earn their weight: young
+        # The run, one-sided and match-length inputs start ignored and earn their weight: young
         # runs mislead, and on 2 KB chunks starting the runs at 1/8 like the
         # others cost 0.4 points.
         self.weights[:, K.X_RUN:] = 0
@@ -360,7 +364,7 @@ class ContextMixingPredictor(Predictor):
         x[0] = K.STRETCH[self.order0.p(c0)]
         known = self.contexts.add_inputs(self.j, self.bitpos, x)
         self.run.add_inputs(c0, self.bitpos, x)
-        x[K.X_MATCH] = self.match.input(self.hist, c0, self.bitpos, c1)
+        self.match.add_inputs(self.hist, c0, self.bitpos, c1, x)
         x[K.X_MATCH + 1] = K.BIAS
         pr = self.mixer.p(x, known * 256 + c0, (self.match.ctx >> 11) * 256 + c0)
         return int(final_p(pr, self.apm1.p(pr, apm1_context(c0, self.c4)), self.apm2.p(pr, c0 | (c1 << 8))))

@@ -34,8 +34,8 @@ MIX_MUL = 0xBF58476D1CE4E5B9
 NIBBLE_MUL = 0x94D049BB133111EB
 BUCKET = 16               # words per hash bucket: 1 check word + 15 counters (a nibble's bit tree)
 N_HASHED = 8              # hashed context models: orders 1, 2, 3, 4, 6, two word models and the follower context
-N_INPUTS = 4 * N_HASHED + 3   # mixer inputs: order 0, 2 per hashed model, the match model, a bias,
-#                               then per hashed model a run and a one-sided-history input
+N_INPUTS = 4 * N_HASHED + 4   # mixer inputs: order 0, 2 per hashed model, the match model, a bias,
+#                               per hashed model a run and a one-sided-history input, the match length
 BIAS = 256                # the constant input (stretch units)
 APM_ROWS = 33             # APM interpolation knots per context
 MATCH_COUNTERS = 56 * 8 * 256   # match model: (length bucket, expected bit), bit position, previous byte
@@ -43,6 +43,7 @@ RUN_COUNTERS = N_HASHED * 16 * 2 * 8   # run model: (model, run length 1..15+, e
 X_MATCH = 2 * N_HASHED + 1    # the mixer input of the match model; X_MATCH + 1: the bias; then the runs
 X_RUN = 2 * N_HASHED + 3
 X_ONE_SIDED = 3 * N_HASHED + 3  # the one-sided-history inputs (see ``one_sided``)
+X_MATCH_LENGTH = 4 * N_HASHED + 3   # the match model's second input (see ``match_strength``)
 
 # --8<-- [start:squash]
 # squash(d) = 4096 / (1 + e^(-d/256)) sampled every 128 stretch units (rounded),
@@ -329,6 +330,21 @@ def match_context(predicted, mm_len, c0, bitpos, c1):
     return bitpos * 256 + c1
 
 
+@njit(cache=True, inline="always")
+def match_strength(mctx, mm_len):
+    """The match model's second input: the match length, signed by the expected bit.
+
+    +-64 stretch units per byte of match, up to 32 bytes, toward the bit the
+    match expects; 0 with no match (or one the byte has left).  It needs no
+    counter: the mixer learns how much a long match is worth per weight set,
+    which is quicker than a counter per length bucket learns it on its own.
+    ``mctx`` is ``match_context``'s index: from bit 11 up, 2 * length bucket + expected bit.
+    """
+    if (mctx >> 11) == 0:
+        return 0
+    return (((mctx >> 11) & 1) * 2 - 1) * min(mm_len, 32) * 64
+
+
 @njit(cache=True)
 def match_byte_update(hist, pos, mm_table, mm_bits, h6, mm_len, mm_ptr):
     """After byte ``hist[pos - 1]``: extend or drop the match, find a new one, index ``pos``.
@@ -450,8 +466,8 @@ def apm1_context(c0, c4):
 
 @njit(cache=True, inline="always")
 def final_p(pr, a1, a2):
-    """The coder's 16-bit P(1): a quarter mixer, a quarter APM 1, half APM 2, clamped."""
-    p = (pr * 16 + a1 + 2 * a2 + 2) >> 2
+    """The coder's 16-bit P(1): the average of the two APMs' refinements of the mixer's ``pr``, clamped."""
+    p = (a1 + a2 + 1) >> 1
     return min(max(p, P_MIN), P_MAX)
 # --8<-- [end:apm]
 
@@ -519,6 +535,7 @@ def predict_p16(c0, bitpos, j, c4, predicted, mm_len, t0, tables, hist_sm, slots
     mctx = match_context(predicted, mm_len, c0, bitpos, c1)
     x[X_MATCH] = STRETCH[np.int64(mm_sm[mctx]) >> 20]
     x[X_MATCH + 1] = BIAS
+    x[X_MATCH_LENGTH] = match_strength(mctx, mm_len)
     row = known * 256 + c0
     row2 = (mctx >> 11) * 256 + c0
     d1 = np.int64(0)
@@ -637,6 +654,7 @@ def code_block(hist, start, end, decode, s, t0, tables, hist_sm, hashes, slots, 
                 x[X_RUN + m] = STRETCH[np.int64(run_sm[rci[m]]) >> 20] if rci[m] >= 0 else 0
             x[X_MATCH] = STRETCH[np.int64(mm_sm[mctx]) >> 20]
             x[X_MATCH + 1] = BIAS
+            x[X_MATCH_LENGTH] = match_strength(mctx, mm_len)
             row = known * 256 + c0
             d1 = np.int64(0)
             d2 = np.int64(0)
