@@ -47,6 +47,7 @@ def test_young_counter_is_a_frequency_count():
 
 
 def test_mixer_learns_to_trust_the_better_input():
+    ROWS = tuple(offset + 3 for offset in K.MIXER_OFFSETS)  # one weight set of each mixer
     rng = np.random.default_rng(7)
     mixer = cm.Mixer()
     x = np.zeros(K.N_INPUTS, np.int64)
@@ -55,14 +56,16 @@ def test_mixer_learns_to_trust_the_better_input():
         good = 0.9 if bit else 0.1                      # input 0 knows the bit
         x[0] = K.STRETCH[int(good * 4096)]
         x[1] = K.STRETCH[int(rng.integers(200, 3896))]  # input 1 is noise
-        mixer.p(x, 5, 3)
+        mixer.p(x, ROWS)
         mixer.update(x, bit)
-    for w in (mixer.weights[5], mixer.weights2[3]):
+    for row in ROWS:
+        w = mixer.weights[row]
         assert w[0] > K.MIX_INIT and w[0] > 4 * abs(w[1])
     x[0], x[1] = K.STRETCH[int(0.9 * 4096)], K.STRETCH[500]
-    assert mixer.p(x, 5, 3) > 0.9 * 4096  # trusts (and sharpens) the good input, ignores the noise
+    assert mixer.p(x, ROWS) > 0.9 * 4096  # trusts (and sharpens) the good input, ignores the noise
     fresh = cm.Mixer()  # the other weight sets are untouched
-    assert np.array_equal(mixer.weights[4], fresh.weights[4]) and np.array_equal(mixer.weights2[2], fresh.weights2[2])
+    untouched = [r for r in range(K.MIXER_ROWS) if r not in ROWS]
+    assert np.array_equal(mixer.weights[untouched], fresh.weights[untouched])
     assert (fresh.weights[:, :K.X_RUN] == K.MIX_INIT).all() and (fresh.weights[:, K.X_RUN:] == 0).all()
 
 

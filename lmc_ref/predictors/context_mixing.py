@@ -38,11 +38,11 @@ MIN_MEM, MAX_MEM, DEFAULT_MEM = 10, 25, 22
 # The readable path runs the kernels' plain-Python originals (``py_func``): the
 # same source, and on Python integers the same results, without the cost of a
 # compiled call for every small step.
-(counter_next, slot_next, history_index, one_sided, match_context, match_strength, run_context, clamp_dot, mixer_error,
- mixer_step, apm_knot, apm_interp, apm_next, final_p, squash, apm1_context) = (f.py_func for f in (
+(counter_next, slot_next, history_index, one_sided, match_context, match_strength, run_context, mixer_rows, clamp_dot,
+ mixer_error, mixer_step, apm_knot, apm_interp, apm_next, final_p, squash, apm1_context) = (f.py_func for f in (
     K.counter_next, K.slot_next, K.history_index, K.one_sided, K.match_context, K.match_strength, K.run_context,
-    K.clamp_dot, K.mixer_error, K.mixer_step, K.apm_knot, K.apm_interp, K.apm_next, K.final_p, K.squash,
-    K.apm1_context))
+    K.mixer_rows, K.clamp_dot, K.mixer_error, K.mixer_step, K.apm_knot, K.apm_interp, K.apm_next, K.final_p,
+    K.squash, K.apm1_context))
 BLOCK = 1 << 16           # fused path: bytes per compiled call (progress + buffer growth)
 
 
@@ -51,7 +51,7 @@ def memory_bytes(mem):
     hashed = K.N_HASHED * 4 << mem                  # uint32 counters
     match = 4 << (mem - 2)                          # int32 positions
     apms = 2 * K.APM_ROWS * (65536 + 65536)       # uint16 knots
-    mixers = 4 * (K.MIXER_SETS + K.MIXER2_SETS) * K.N_INPUTS
+    mixers = 4 * K.MIXER_ROWS * K.N_INPUTS
     fixed = apms + mixers + 4 * (256 + K.MATCH_COUNTERS + K.HISTORY_COUNTERS + K.RUN_COUNTERS) + 2 * 256
     return hashed + match + fixed
 
@@ -235,46 +235,47 @@ class RunModel:
 
 # --8<-- [start:mixer_class]
 class Mixer:
-    """A gated logistic mixer: p = squash(sum_i w_i * stretch(p_i)).
+    """Four gated logistic mixers: p_k = squash(sum_i w_i * stretch(p_i)), averaged.
 
     Predicts: the combination of all inputs (order 0, two per context model,
     the match model, a constant bias, then per context model its run and its
-    one-sided history, and the match length), weighted by how much each has deserved trust.  There
-    are two weight tables; the first's weight set is selected by the partial
-    byte and by how many context models have seen their context before
-    (9 x 256 sets), the second's by the match model's
-    state (length bucket, expected bit) and the partial byte (56 x 256 sets).
-    So trust can differ by bit position, by the
-    bits already seen, between familiar and novel contexts, and with the
-    length of the current match.  The two outputs are averaged in the
-    logistic domain.
-    Learns: online logistic regression, w_i += rate * (bit - p) * stretch(p_i):
-    the gradient of the coding cost -log2 P(bit) with respect to w_i.
+    one-sided history, and the match length), weighted by how much each has
+    deserved trust.  Each mixer has its own weight sets, and uses for each bit
+    the set its small context selects (``mixer_rows``): the partial byte with
+    how many context models have seen their context before (9 x 256 sets),
+    the partial byte with the match model's state (56 x 256), the previous
+    byte with the bit position (256 x 8), the byte before it with the bit
+    position (256 x 8).  So trust can differ by bit position, by the bits
+    already seen, between familiar and novel contexts, with the length of the
+    current match and with what the text just said.  The four outputs are
+    averaged in the logistic domain (a learned second-layer mixer did no
+    better here).
+    Learns: online logistic regression, w_i += rate * (bit - p_k) * stretch(p_i)
+    for each mixer k: the gradient of the coding cost -log2 P(bit) with
+    respect to w_i, each mixer from its own error.
     """
 
     def __init__(self):
-        self.weights = np.full((K.MIXER_SETS, K.N_INPUTS), K.MIX_INIT, dtype=np.int32)
-        self.weights2 = np.full((K.MIXER2_SETS, K.N_INPUTS), K.MIX_INIT, dtype=np.int32)
-        # The run, one-sided and match-length inputs start ignored and earn their weight: young
-        # runs mislead, and on 2 KB chunks starting the runs at 1/8 like the
-        # others cost 0.4 points.
+        # one table: the four mixers' weight sets stacked (rows from ``mixer_rows``)
+        self.weights = np.full((K.MIXER_ROWS, K.N_INPUTS), K.MIX_INIT, dtype=np.int32)
+        # The run, one-sided and match-length inputs start ignored and earn their
+        # weight: young runs mislead, and on 2 KB chunks starting the runs at 1/8
+        # like the others cost 0.4 points.
         self.weights[:, K.X_RUN:] = 0
-        self.weights2[:, K.X_RUN:] = 0
-        self.rows = (0, 0)
-        self.prs = (2048, 2048)
+        self.rows = (0, 0, 0, 0)
+        self.prs = (2048, 2048, 2048, 2048)
 
-    def p(self, x, row, row2):
-        """Both mixers' dot products, averaged in the logistic domain."""
-        self.rows = (row, row2)
-        d1 = clamp_dot(int(np.dot(x, self.weights[row].astype(np.int64))))   # exact integer dot products
-        d2 = clamp_dot(int(np.dot(x, self.weights2[row2].astype(np.int64))))
-        self.prs = (squash(d1), squash(d2))
-        return squash((d1 + d2) >> 1)
+    def p(self, x, rows):
+        """The four mixers' dot products, in the weight sets ``rows``, averaged in the logistic domain."""
+        self.rows = rows
+        ds = [clamp_dot(int(np.dot(x, self.weights[r].astype(np.int64)))) for r in rows]  # exact integer dots
+        self.prs = tuple(squash(d) for d in ds)
+        return squash(sum(ds) >> 2)
 
     def update(self, x, bit):
         """Each mixer learns from its own error."""
-        for w, row, pr in ((self.weights, self.rows[0], self.prs[0]), (self.weights2, self.rows[1], self.prs[1])):
-            w[row] += mixer_step(x, mixer_error(pr, bit)).astype(np.int32)  # every input at once
+        for row, pr in zip(self.rows, self.prs):
+            self.weights[row] += mixer_step(x, mixer_error(pr, bit)).astype(np.int32)  # every input at once
 # --8<-- [end:mixer_class]
 
 
@@ -366,7 +367,7 @@ class ContextMixingPredictor(Predictor):
         self.run.add_inputs(c0, self.bitpos, x)
         self.match.add_inputs(self.hist, c0, self.bitpos, c1, x)
         x[K.X_MATCH + 1] = K.BIAS
-        pr = self.mixer.p(x, known * 256 + c0, (self.match.ctx >> 11) * 256 + c0)
+        pr = self.mixer.p(x, mixer_rows(known, self.match.ctx, c0, self.c4, self.bitpos))
         return int(final_p(pr, self.apm1.p(pr, apm1_context(c0, self.c4)), self.apm2.p(pr, c0 | (c1 << 8))))
 
     def update_bit(self, bit):
@@ -413,7 +414,7 @@ class ContextMixingPredictor(Predictor):
         predicted = int(self.hist[self.match.ptr]) if self.match.length > 0 else 0
         K.byte_pdf(pdf, predicted, self.match.length, self.c4, self.order0.t, self.contexts.tables,
                    self.contexts.histories.t, self.contexts.hashes, self.contexts.slots, self.match.counters.t,
-                   self.mixer.weights, self.mixer.weights2, self.apm1.t, self.apm2.t, self.contexts.bucket_bits,
+                   self.mixer.weights, self.apm1.t, self.apm2.t, self.contexts.bucket_bits,
                    self.run.byte, self.run.count, self.run.counters.t)
         return pdf
 
@@ -442,7 +443,7 @@ class ContextMixingPredictor(Predictor):
         def code_block(hist, start, end, decode, st, buf, payload):
             K.code_block(hist, start, end, decode, s, self.order0.t, self.contexts.tables, self.contexts.histories.t,
                          self.contexts.hashes, self.contexts.slots, self.match.table, self.match.counters.t,
-                         self.mixer.weights, self.mixer.weights2, self.apm1.t, self.apm2.t, self.run.counters.t,
+                         self.mixer.weights, self.apm1.t, self.apm2.t, self.run.counters.t,
                          self.contexts.follow, self.contexts.bucket_bits, self.match.bits, st, buf, payload, ideal)
 
         return code_block

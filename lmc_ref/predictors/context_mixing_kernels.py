@@ -80,6 +80,7 @@ def _stretch_table():
 
 
 STRETCH = _stretch_table()
+STRETCH16 = STRETCH.astype(np.int16)  # the same, 8 KB instead of 32: the coding loop's copy stays in the L1 cache
 
 # Adaptation rate of a counter that has seen n bits: 1 / (n + 1.5), in units of 2**-16.
 RATE = np.array([(2 << 16) // (2 * n + 3) for n in range(1024)], dtype=np.int64)
@@ -420,6 +421,22 @@ def run_context(m, rb, rc, c0, bitpos):
 
 # --8<-- [start:mixer]
 @njit(cache=True, inline="always")
+def mixer_rows(known, mctx, c0, c4, bitpos):
+    """The weight set each of the four mixers uses for this bit (rows of the stacked table).
+
+    Mixer 1 is selected by how many hashed contexts are known and the partial
+    byte, mixer 2 by the match state and the partial byte, mixers 3 and 4 by
+    the previous byte and by the byte before it, with the bit position: so
+    the trust given to each input can differ by bit position, by familiarity,
+    by match length and by what the text just said.
+    """
+    return (known * 256 + c0,
+            MIXER_OFFSETS[1] + (mctx >> 11) * 256 + c0,
+            MIXER_OFFSETS[2] + (c4 & 255) * 8 + bitpos,
+            MIXER_OFFSETS[3] + ((c4 >> 8) & 255) * 8 + bitpos)
+
+
+@njit(cache=True, inline="always")
 def clamp_dot(dot):
     """sum_i w_i * x_i (weights in units of 2**-16) -> stretch units, clamped to +-2047."""
     return min(max(dot >> 16, -2047), 2047)
@@ -497,8 +514,13 @@ P_MIN, P_MAX = 16, 65520   # final 16-bit probability is clamped to this range
 # Scalar state carried by the fused loop between blocks: one int64 array, these indices.
 S_C0, S_BITPOS, S_J, S_C4, S_C8, S_WORD, S_WORDPREV, S_POS, S_MMLEN, S_MMPTR = range(10)
 S_SIZE = 10
-MIXER_SETS = 256 * (N_HASHED + 1)   # mixer 1 weight sets: (hashed contexts known 0..8, partial byte)
-MIXER2_SETS = (MATCH_COUNTERS >> 11) * 256   # mixer 2 weight sets: (match length bucket, expected bit, partial byte)
+# The four mixers' weight sets, stacked in one table (see ``mixer_rows``):
+MIXER_SETS = (256 * (N_HASHED + 1),        # mixer 1: (hashed contexts known 0..8, partial byte)
+              (MATCH_COUNTERS >> 11) * 256,  # mixer 2: (match length bucket, expected bit, partial byte)
+              256 * 8,                       # mixer 3: (previous byte, bit position)
+              256 * 8)                       # mixer 4: (the byte before it, bit position)
+MIXER_OFFSETS = tuple(int(v) for v in np.cumsum((0,) + MIXER_SETS[:-1]))
+MIXER_ROWS = sum(MIXER_SETS)
 
 
 @njit(cache=True, inline="always")
@@ -513,7 +535,7 @@ def word_step(word, word_prev, byte):
 
 
 @njit(cache=True)
-def predict_p16(c0, bitpos, j, c4, predicted, mm_len, t0, tables, hist_sm, slots, mm_sm, weights, weights2,
+def predict_p16(c0, bitpos, j, c4, predicted, mm_len, t0, tables, hist_sm, slots, mm_sm, weights,
                 apm1, apm2, rb, rc, run_sm, x):
     """P(next bit = 1) as a 16-bit integer; reads the model, changes nothing.
 
@@ -536,21 +558,24 @@ def predict_p16(c0, bitpos, j, c4, predicted, mm_len, t0, tables, hist_sm, slots
     x[X_MATCH] = STRETCH[np.int64(mm_sm[mctx]) >> 20]
     x[X_MATCH + 1] = BIAS
     x[X_MATCH_LENGTH] = match_strength(mctx, mm_len)
-    row = known * 256 + c0
-    row2 = (mctx >> 11) * 256 + c0
+    r1, r2, r3, r4 = mixer_rows(known, mctx, c0, c4, bitpos)
     d1 = np.int64(0)
     d2 = np.int64(0)
+    d3 = np.int64(0)
+    d4 = np.int64(0)
     for m in range(N_INPUTS):
-        d1 += x[m] * np.int64(weights[row, m])
-        d2 += x[m] * np.int64(weights2[row2, m])
-    pr = squash((clamp_dot(d1) + clamp_dot(d2)) >> 1)
+        d1 += x[m] * np.int64(weights[r1, m])
+        d2 += x[m] * np.int64(weights[r2, m])
+        d3 += x[m] * np.int64(weights[r3, m])
+        d4 += x[m] * np.int64(weights[r4, m])
+    pr = squash((clamp_dot(d1) + clamp_dot(d2) + clamp_dot(d3) + clamp_dot(d4)) >> 2)
     i1, w1 = apm_knot(pr, apm1_context(c0, c4))
     i2, w2 = apm_knot(pr, c0 | (c1 << 8))
     return final_p(pr, apm_interp(apm1[i1], apm1[i1 + 1], w1), apm_interp(apm2[i2], apm2[i2 + 1], w2))
 
 
 @njit(cache=True)
-def byte_pdf(pdf, predicted, mm_len, c4, t0, tables, hist_sm, hashes, slots, mm_sm, weights, weights2, apm1, apm2,
+def byte_pdf(pdf, predicted, mm_len, c4, t0, tables, hist_sm, hashes, slots, mm_sm, weights, apm1, apm2,
              bucket_bits, rb, rc, run_sm):
     """Distribution of the next byte: the product of bit probabilities along the 8-bit tree.
 
@@ -575,13 +600,13 @@ def byte_pdf(pdf, predicted, mm_len, c4, t0, tables, hist_sm, hashes, slots, mm_
                 if hi > 0:
                     continue  # first nibble: done once, with the current buckets
                 p16 = predict_p16(c0, bitpos, c0, c4, predicted, mm_len, t0, tables, hist_sm, slots, mm_sm,
-                                  weights, weights2, apm1, apm2, rb, rc, run_sm, x)
+                                  weights, apm1, apm2, rb, rc, run_sm, x)
             else:
                 if (c0 >> (bitpos - 4)) != 16 + hi:
                     continue
                 j = (c0 & ((1 << (bitpos - 4)) - 1)) | (1 << (bitpos - 4))
                 p16 = predict_p16(c0, bitpos, j, c4, predicted, mm_len, t0, tables, hist_sm, nib_slots, mm_sm,
-                                  weights, weights2, apm1, apm2, rb, rc, run_sm, x)
+                                  weights, apm1, apm2, rb, rc, run_sm, x)
             p = p16 / 65536.0
             node[2 * c0 + 1] = node[c0] * p
             node[2 * c0] = node[c0] * (1.0 - p)
@@ -591,7 +616,7 @@ def byte_pdf(pdf, predicted, mm_len, c4, t0, tables, hist_sm, hashes, slots, mm_
 
 # --8<-- [start:code_block]
 @njit(cache=True)
-def code_block(hist, start, end, decode, s, t0, tables, hist_sm, hashes, slots, mm_table, mm_sm, weights, weights2,
+def code_block(hist, start, end, decode, s, t0, tables, hist_sm, hashes, slots, mm_table, mm_sm, weights,
                apm1, apm2, run_sm, follow, bucket_bits, mm_bits, st, buf, payload, ideal):
     """Predict + (en|de)code + update, 8 bits per byte, for bytes [start, end) of ``hist``.
 
@@ -605,7 +630,7 @@ def code_block(hist, start, end, decode, s, t0, tables, hist_sm, hashes, slots, 
     reference-counting them (atomic increments) on every bit: that alone cost
     half the time.
     """
-    x = np.zeros(N_INPUTS, np.int64)
+    x = np.zeros(N_INPUTS, np.int32)  # inputs fit in 16 bits; int32 lets the mixer loops use 32-bit multiplies
     hidx = np.zeros(N_HASHED, np.int64)
     ridx = np.zeros(N_HASHED, np.int64)  # run entries of the current byte's contexts
     rb = np.zeros(N_HASHED, np.int64)
@@ -620,7 +645,7 @@ def code_block(hist, start, end, decode, s, t0, tables, hist_sm, hashes, slots, 
         for k in range(7, -1, -1):
             # ---- predict (the same steps as predict_bit and predict_p16)
             c1 = c4 & 255
-            # the rows read last (APMs, match counter, mixer 2) start loading now
+            # the rows read last (APMs, match counter, mixers 2-4) start loading now
             cx1 = apm1_context(c0, c4)
             cx2 = c0 | (c1 << 8)
             prefetch(apm1, cx1 * APM_ROWS)
@@ -629,10 +654,11 @@ def code_block(hist, start, end, decode, s, t0, tables, hist_sm, hashes, slots, 
             prefetch(apm2, cx2 * APM_ROWS + 32)
             predicted = np.int64(hist[mm_ptr]) if mm_len > 0 else 0
             mctx = match_context(predicted, mm_len, c0, bitpos, c1)
-            row2 = (mctx >> 11) * 256 + c0
             prefetch(mm_sm, mctx)
-            prefetch(weights2, row2 * N_INPUTS)
-            prefetch(weights2, row2 * N_INPUTS + N_INPUTS - 1)
+            _, r2, r3, r4 = mixer_rows(0, mctx, c0, c4, bitpos)  # mixer 1's row waits for ``known``
+            for r in (r2, r3, r4):
+                prefetch(weights, r * N_INPUTS)
+                prefetch(weights, r * N_INPUTS + N_INPUTS - 1)
             if bitpos == 3:
                 # the second nibble's bucket is one of two per model, whichever this bit picks: load both
                 for m in range(N_HASHED):
@@ -641,29 +667,35 @@ def code_block(hist, start, end, decode, s, t0, tables, hist_sm, hashes, slots, 
                                          bucket_bits)
                         prefetch(tables, m * tables.shape[1] + b * BUCKET)
                         prefetch(tables, m * tables.shape[1] + (b ^ 1) * BUCKET)
-            x[0] = STRETCH[np.int64(t0[c0]) >> 20]
+            x[0] = STRETCH16[np.int64(t0[c0]) >> 20]
             known = 0
             for m in range(N_HASHED):
                 v = np.int64(tables[m, slots[m] + j])
-                x[1 + m] = STRETCH[v >> 20]
+                x[1 + m] = STRETCH16[v >> 20]
                 hidx[m] = history_index(m, bitpos, v)
-                x[1 + N_HASHED + m] = STRETCH[np.int64(hist_sm[hidx[m]]) >> 20]
+                x[1 + N_HASHED + m] = STRETCH16[np.int64(hist_sm[hidx[m]]) >> 20]
                 x[X_ONE_SIDED + m] = x[1 + N_HASHED + m] if one_sided(v) else 0
                 known += (v & 255) != 0  # no branch: whether a slot is new is hard to guess
                 rci[m] = run_context(m, rb[m], rc[m], c0, bitpos)
-                x[X_RUN + m] = STRETCH[np.int64(run_sm[rci[m]]) >> 20] if rci[m] >= 0 else 0
-            x[X_MATCH] = STRETCH[np.int64(mm_sm[mctx]) >> 20]
+                x[X_RUN + m] = STRETCH16[np.int64(run_sm[rci[m]]) >> 20] if rci[m] >= 0 else 0
+            x[X_MATCH] = STRETCH16[np.int64(mm_sm[mctx]) >> 20]
             x[X_MATCH + 1] = BIAS
             x[X_MATCH_LENGTH] = match_strength(mctx, mm_len)
-            row = known * 256 + c0
+            r1, r2, r3, r4 = mixer_rows(known, mctx, c0, c4, bitpos)
             d1 = np.int64(0)
             d2 = np.int64(0)
+            d3 = np.int64(0)
+            d4 = np.int64(0)
             for m in range(N_INPUTS):
-                d1 += x[m] * np.int64(weights[row, m])
-                d2 += x[m] * np.int64(weights2[row2, m])
+                d1 += x[m] * np.int64(weights[r1, m])
+                d2 += x[m] * np.int64(weights[r2, m])
+                d3 += x[m] * np.int64(weights[r3, m])
+                d4 += x[m] * np.int64(weights[r4, m])
             d1 = clamp_dot(d1)
             d2 = clamp_dot(d2)
-            pr = squash((d1 + d2) >> 1)
+            d3 = clamp_dot(d3)
+            d4 = clamp_dot(d4)
+            pr = squash((d1 + d2 + d3 + d4) >> 2)
             i1, w1 = apm_knot(pr, cx1)
             i2, w2 = apm_knot(pr, cx2)
             p = final_p(pr, apm_interp(apm1[i1], apm1[i1 + 1], w1), apm_interp(apm2[i2], apm2[i2 + 1], w2))
@@ -686,9 +718,18 @@ def code_block(hist, start, end, decode, s, t0, tables, hist_sm, hashes, slots, 
             mm_sm[mctx] = counter_next(np.int64(mm_sm[mctx]), bit, LIMIT_MATCH)
             e1 = mixer_error(squash(d1), bit)
             e2 = mixer_error(squash(d2), bit)
+            e3 = mixer_error(squash(d3), bit)
+            e4 = mixer_error(squash(d4), bit)
+            # one loop per mixer: the compiler cannot tell that the rows differ, and
+            # vectorizes each row's update only alone (about 6 % faster than one loop)
             for m in range(N_INPUTS):
-                weights[row, m] += mixer_step(x[m], e1)
-                weights2[row2, m] += mixer_step(x[m], e2)
+                weights[r1, m] += mixer_step(x[m], e1)
+            for m in range(N_INPUTS):
+                weights[r2, m] += mixer_step(x[m], e2)
+            for m in range(N_INPUTS):
+                weights[r3, m] += mixer_step(x[m], e3)
+            for m in range(N_INPUTS):
+                weights[r4, m] += mixer_step(x[m], e4)
             apm1[i1] = apm_next(np.int64(apm1[i1]), bit)
             apm1[i1 + 1] = apm_next(np.int64(apm1[i1 + 1]), bit)
             apm2[i2] = apm_next(np.int64(apm2[i2]), bit)
