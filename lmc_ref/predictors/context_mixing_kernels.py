@@ -716,10 +716,11 @@ def code_block(hist, start, end, decode, s, t0, tables, hist_sm, hashes, slots, 
                 if rci[m] >= 0:
                     run_sm[rci[m]] = counter_next(np.int64(run_sm[rci[m]]), bit, LIMIT_RUN)
             mm_sm[mctx] = counter_next(np.int64(mm_sm[mctx]), bit, LIMIT_MATCH)
-            e1 = mixer_error(squash(d1), bit)
-            e2 = mixer_error(squash(d2), bit)
-            e3 = mixer_error(squash(d3), bit)
-            e4 = mixer_error(squash(d4), bit)
+            # the errors fit in 16 bits: as int32, the updates below multiply 32 by 32 bits
+            e1 = np.int32(mixer_error(squash(d1), bit))
+            e2 = np.int32(mixer_error(squash(d2), bit))
+            e3 = np.int32(mixer_error(squash(d3), bit))
+            e4 = np.int32(mixer_error(squash(d4), bit))
             # one loop per mixer: the compiler cannot tell that the rows differ, and
             # vectorizes each row's update only alone (about 6 % faster than one loop)
             for m in range(N_INPUTS):
@@ -750,6 +751,10 @@ def code_block(hist, start, end, decode, s, t0, tables, hist_sm, hashes, slots, 
         follow_step(follow, c4)
         run_store(tables, hashes, ridx, rb, rc, byte)
         context_hashes(hashes, c4, c8, word, word_prev, follow)
+        for m in range(N_HASHED):  # the new contexts' buckets load while the match model works
+            b = bucket_index(finalize(hashes[m] + np.uint64(NIBBLE_MUL)), bucket_bits)
+            prefetch(tables, m * tables.shape[1] + b * BUCKET)
+            prefetch(tables, m * tables.shape[1] + (b ^ 1) * BUCKET)
         mm_len, mm_ptr = match_byte_update(hist, pos, mm_table, mm_bits, hashes[4], mm_len, mm_ptr)
         c0, bitpos, j = 1, 0, 1
         lookup_nibble(tables, hashes, c0, bucket_bits, slots, True)
