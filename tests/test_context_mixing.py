@@ -57,7 +57,7 @@ def test_mixer_learns_to_trust_the_better_input():
         x[0] = K.STRETCH[int(good * 4096)]
         x[1] = K.STRETCH[int(rng.integers(200, 3896))]  # input 1 is noise
         mixer.p(x, ROWS)
-        mixer.update(x, bit)
+        mixer.update(x, bit, pos=1 << 20)  # the long-run rate
     for row in ROWS:
         w = mixer.weights[row]
         assert w[0] > K.MIX_INIT and w[0] > 4 * abs(w[1])

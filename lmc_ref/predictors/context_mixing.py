@@ -39,9 +39,9 @@ MIN_MEM, MAX_MEM, DEFAULT_MEM = 10, 25, 22
 # same source, and on Python integers the same results, without the cost of a
 # compiled call for every small step.
 (counter_next, slot_next, history_index, one_sided, match_context, match_strength, run_context, mixer_rows, clamp_dot,
- mixer_error, mixer_step, apm_knot, apm_interp, apm_next, final_p, squash, apm1_context) = (f.py_func for f in (
+ mixer_rate, mixer_error, mixer_step, apm_knot, apm_interp, apm_next, final_p, squash, apm1_context) = (f.py_func for f in (
     K.counter_next, K.slot_next, K.history_index, K.one_sided, K.match_context, K.match_strength, K.run_context,
-    K.mixer_rows, K.clamp_dot, K.mixer_error, K.mixer_step, K.apm_knot, K.apm_interp, K.apm_next, K.final_p,
+    K.mixer_rows, K.clamp_dot, K.mixer_rate, K.mixer_error, K.mixer_step, K.apm_knot, K.apm_interp, K.apm_next, K.final_p,
     K.squash, K.apm1_context))
 BLOCK = 1 << 16           # fused path: bytes per compiled call (progress + buffer growth)
 
@@ -252,7 +252,8 @@ class Mixer:
     better here).
     Learns: online logistic regression, w_i += rate * (bit - p_k) * stretch(p_i)
     for each mixer k: the gradient of the coding cost -log2 P(bit) with
-    respect to w_i, each mixer from its own error.
+    respect to w_i, each mixer from its own error.  The rate starts high and
+    falls as the input goes on (``mixer_rate``).
     """
 
     def __init__(self):
@@ -272,10 +273,11 @@ class Mixer:
         self.prs = tuple(squash(d) for d in ds)
         return squash(sum(ds) >> 2)
 
-    def update(self, x, bit):
-        """Each mixer learns from its own error."""
+    def update(self, x, bit, pos):
+        """Each mixer learns from its own error, faster while few bytes (``pos``) have been seen."""
+        rate = mixer_rate(pos)
         for row, pr in zip(self.rows, self.prs):
-            self.weights[row] += mixer_step(x, mixer_error(pr, bit)).astype(np.int32)  # every input at once
+            self.weights[row] += mixer_step(x, mixer_error(pr, bit, rate)).astype(np.int32)  # every input at once
 # --8<-- [end:mixer_class]
 
 
@@ -375,7 +377,7 @@ class ContextMixingPredictor(Predictor):
         self.contexts.update(self.j, self.bitpos, bit)
         self.match.update(bit)
         self.run.update(bit)
-        self.mixer.update(self.x, bit)
+        self.mixer.update(self.x, bit, self.pos)
         self.apm1.update(bit)
         self.apm2.update(bit)
         self.c0 = self.c0 * 2 + bit
