@@ -78,7 +78,7 @@ def test_apm_is_monotone_in_its_input():
     for _ in range(20000):  # train on a source sharper than its input: bit = (p > 1/2)
         pr = K.squash(int(rng.integers(-2047, 2048)))  # every knot gets its share of updates
         apm.p(pr, 1)
-        apm.update(int(pr > 2048))
+        apm.update(int(pr > 2048), pos=1 << 20)  # the long-run rate
     trained = [apm.p(pr, 1) for pr in range(1, 4096)]
     assert all(a <= b for a, b in zip(trained, trained[1:]))
     assert trained[3000] > fresh[3000] and trained[1000] < fresh[1000]
@@ -256,7 +256,14 @@ def test_mixer_trace_for_the_docs_figure(enwik8_head, tmp_path):
 
     positions, weights = mixer.trace(enwik8_head[:300_000], block=50_000, mem=12)
     assert positions[-1] == 300_000 and weights.shape == (len(positions), len(mixer.INPUTS))
-    assert np.all(weights[0, :K.X_RUN] == 0.125) and np.all(weights[0, K.X_RUN:] == 0)  # MIX_INIT 1/8; runs, one-sided 0
+    assert np.all(weights[0, :K.X_RUN] == K.MIX_INIT / 65536) and np.all(weights[0, K.X_RUN:] == 0)  # runs, one-sided 0
     assert np.abs(weights[-1] - weights[0]).max() > 0.01  # the traced set has learned
     mixer.plot(positions, weights, tmp_path / "m.png")
     assert (tmp_path / "m.png").stat().st_size > 1000
+
+
+def test_learning_rates_fall_from_fast_to_the_long_run_rate():
+    mixer = [K.mixer_rate(pos) for pos in range(0, 1 << 21, 997)]
+    apm = [K.apm_rate(pos) for pos in range(0, 1 << 21, 997)]
+    assert all(a >= b for a, b in zip(mixer, mixer[1:])) and mixer[0] > 8 * K.MIX_RATE and mixer[-1] == K.MIX_RATE
+    assert all(a <= b for a, b in zip(apm, apm[1:])) and apm[0] < K.APM_RATE and apm[-1] == K.APM_RATE  # shifts

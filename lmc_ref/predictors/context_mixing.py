@@ -39,9 +39,10 @@ MIN_MEM, MAX_MEM, DEFAULT_MEM = 10, 25, 22
 # same source, and on Python integers the same results, without the cost of a
 # compiled call for every small step.
 (counter_next, slot_next, history_index, one_sided, match_context, match_strength, run_context, mixer_rows, clamp_dot,
- mixer_rate, mixer_error, mixer_step, apm_knot, apm_interp, apm_next, final_p, squash, apm1_context) = (f.py_func for f in (
+ mixer_rate, mixer_error, mixer_step, apm_knot, apm_interp, apm_next, apm_rate, final_p, squash, apm1_context) = (f.py_func for f in (
     K.counter_next, K.slot_next, K.history_index, K.one_sided, K.match_context, K.match_strength, K.run_context,
-    K.mixer_rows, K.clamp_dot, K.mixer_rate, K.mixer_error, K.mixer_step, K.apm_knot, K.apm_interp, K.apm_next, K.final_p,
+    K.mixer_rows, K.clamp_dot, K.mixer_rate, K.mixer_error, K.mixer_step, K.apm_knot, K.apm_interp, K.apm_next, K.apm_rate,
+    K.final_p,
     K.squash, K.apm1_context))
 BLOCK = 1 << 16           # fused path: bytes per compiled call (progress + buffer growth)
 
@@ -289,7 +290,9 @@ class APM:
     context: the input is stretched and placed between two of 33 knots, the
     output interpolated between their values.  Each context starts as the
     identity map, so an untrained APM changes nothing.
-    Learns: both knots around the input move 1/64 of the way toward the bit.
+    Learns: both knots around the input move part of the way toward the
+    bit: 1/16 in the first 4 KB of input, 1/32 up to 64 KB, then 1/64
+    (``apm_rate``), so a young map catches up quickly and an old one is steady.
     """
 
     def __init__(self, contexts):
@@ -300,9 +303,9 @@ class APM:
         self.idx, w = (int(v) for v in apm_knot(pr, cx))
         return int(apm_interp(self.t[self.idx], self.t[self.idx + 1], w))
 
-    def update(self, bit):
+    def update(self, bit, pos):
         for i in (self.idx, self.idx + 1):
-            self.t[i] = apm_next(int(self.t[i]), bit)
+            self.t[i] = apm_next(int(self.t[i]), bit, apm_rate(pos))
 # --8<-- [end:apm_class]
 
 
@@ -378,8 +381,8 @@ class ContextMixingPredictor(Predictor):
         self.match.update(bit)
         self.run.update(bit)
         self.mixer.update(self.x, bit, self.pos)
-        self.apm1.update(bit)
-        self.apm2.update(bit)
+        self.apm1.update(bit, self.pos)
+        self.apm2.update(bit, self.pos)
         self.c0 = self.c0 * 2 + bit
         self.bitpos += 1
         self.j = self.j * 2 + bit

@@ -481,9 +481,15 @@ def apm_interp(lo, hi, w):
 
 
 @njit(cache=True, inline="always")
-def apm_next(v, bit):
-    """A knot after ``bit``: it moves 1/2**APM_RATE of the way to 0 or 65535."""
-    return v + ((((bit << 16) - bit) - v) >> APM_RATE)
+def apm_next(v, bit, rate):
+    """A knot after ``bit``: it moves 1/2**rate of the way to 0 or 65535."""
+    return v + ((((bit << 16) - bit) - v) >> rate)
+
+
+@njit(cache=True, inline="always")
+def apm_rate(pos):
+    """The APMs' rate (a shift) after ``pos`` bytes: 1/16 of the way for the first 4 KB, 1/32 to 64 KB, then 1/64."""
+    return APM_RATE - 2 if pos < 4096 else (APM_RATE - 1 if pos < 65536 else APM_RATE)
 
 
 @njit(cache=True, inline="always")
@@ -519,8 +525,8 @@ LIMIT_HISTORY = 127  # count limit of the indirect (bit history -> probability) 
 HISTORY_COUNTERS = N_HASHED * 8 * 256   # indirect map: (model, bit position, history)
 MIX_RATE = 4         # mixer learning rate in the long run (weight step = rate * err * x / 2**14)
 MIX_BOOST, MIX_BOOST_BYTES = 131072, 4096   # the extra rate early on: MIX_BOOST / (bytes seen + MIX_BOOST_BYTES)
-MIX_INIT = 1 << 13    # initial mixer weight (1/8)
-APM_RATE = 6          # APM knots move 1/2**APM_RATE of the way to each bit
+MIX_INIT = 6144       # initial mixer weight (3/32)
+APM_RATE = 6          # APM knots move 1/2**APM_RATE of the way to each bit in the long run (see apm_rate)
 P_MIN, P_MAX = 16, 65520   # final 16-bit probability is clamped to this range
 
 # Scalar state carried by the fused loop between blocks: one int64 array, these indices.
@@ -744,10 +750,11 @@ def code_block(hist, start, end, decode, s, t0, tables, hist_sm, hashes, slots, 
                 weights[r3, m] += mixer_step(x[m], e3)
             for m in range(N_INPUTS):
                 weights[r4, m] += mixer_step(x[m], e4)
-            apm1[i1] = apm_next(np.int64(apm1[i1]), bit)
-            apm1[i1 + 1] = apm_next(np.int64(apm1[i1 + 1]), bit)
-            apm2[i2] = apm_next(np.int64(apm2[i2]), bit)
-            apm2[i2 + 1] = apm_next(np.int64(apm2[i2 + 1]), bit)
+            ar = apm_rate(pos)
+            apm1[i1] = apm_next(np.int64(apm1[i1]), bit, ar)
+            apm1[i1 + 1] = apm_next(np.int64(apm1[i1 + 1]), bit, ar)
+            apm2[i2] = apm_next(np.int64(apm2[i2]), bit, ar)
+            apm2[i2 + 1] = apm_next(np.int64(apm2[i2 + 1]), bit, ar)
             c0 = c0 * 2 + bit
             bitpos += 1
             j = j * 2 + bit
