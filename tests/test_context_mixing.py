@@ -95,28 +95,26 @@ def test_match_model_follows_a_repeat():
 
 
 def test_run_model_counts_repeats_and_predicts_the_byte():
-    """After "ab" five times, every context of "a" has seen "b" follow it in a row."""
+    """After "ab" five times and "a", the contexts of "ba", "aba", ... have seen "b" follow them in a row."""
     predictor = make_predictor(SMALL)
     for byte in b"ab" * 5 + b"a":
         predictor.update(byte)
     run = predictor.run
-    # orders 1-4 and 6 predict "b" (the word models see one ever longer word, never the same context)
-    assert list(run.byte[:5]) == [ord("b")] * 5 and list(run.count[5:7]) == [0, 0]
-    assert run.count[0] == 5  # order 1: "a" was followed by "b" five times
-    # the follower context ("a", then the two bytes that followed "a" before: "bb") is the same
-    # since the third "a", and was followed by "b" each time since
-    assert run.byte[7] == ord("b") and run.count[7] == 3
+    assert (K.RUN_MODEL0, K.N_RUNS) == (1, 6)  # runs of orders 2, 3, 4, 6 and the two word models
+    # orders 2, 3, 4 and 6 predict "b", seen 4, 4, 3 and 2 times in a row after these contexts;
+    # the word models see one ever longer word, never the same context
+    assert list(run.byte[:4]) == [ord("b")] * 4 and list(run.count) == [4, 4, 3, 2, 0, 0]
     x = np.zeros(K.N_INPUTS, np.int64)
     # the first bit of "b" (0x62 = 0110 0010) is 0: no run input says 1, and those whose
     # counter (per run length) has been trained already say 0 with confidence
     run.add_inputs(1, 0, x)
-    assert np.all(x[K.X_RUN:K.X_RUN + 5] <= 0) and np.any(x[K.X_RUN:K.X_RUN + 5] < -200)
+    assert np.all(x[K.X_RUN:K.X_RUN + 4] <= 0) and np.any(x[K.X_RUN:K.X_RUN + 4] < -200)
     # once the byte leaves the run (a 1 where "b" has a 0), the runs fall silent
     run.add_inputs(0b11, 1, x)
-    assert np.all(x[K.X_RUN:K.X_RUN + K.N_HASHED] == 0)
-    # a different byte restarts the run at 1
-    predictor.update(ord("c"))
-    predictor.update(ord("a"))
+    assert np.all(x[K.X_RUN:K.X_RUN + K.N_RUNS] == 0)
+    # a different byte restarts the run at 1: "ba" was followed by "c" once, after "b" four times
+    for byte in b"cba":
+        predictor.update(byte)
     assert run.byte[0] == ord("c") and run.count[0] == 1
 
 

@@ -2,8 +2,8 @@
 
 The mixer has one weight per input (order 0; the direct and the indirect
 prediction of each hashed context model; the match model; a bias; the run
-prediction of each hashed context model; its one-sided-history input; the
-match length) in each weight set.  This traces one much-used set of the first mixer: the first bit
+predictions; each hashed context model's one-sided-history input; the match
+length) in each weight set.  This traces one much-used set of the first mixer: the first bit
 of a byte when all eight hashed contexts have been seen before.  The fused
 coder updates the weights in place, so snapshots are taken between blocks.
 
@@ -24,7 +24,8 @@ from ..predictors.context_mixing import ContextMixingPredictor
 #: Inputs in mixer order (see ``ContextModels.add_inputs`` and ``context_mixing_kernels``).
 HASHED = ("o1", "o2", "o3", "o4", "o6", "word+prev", "word+o1", "follower")  # see context_hashes
 INPUTS = (("o0",) + tuple(f"{h} direct" for h in HASHED) + tuple(f"{h} history" for h in HASHED) + ("match", "bias")
-          + tuple(f"{h} run" for h in HASHED) + tuple(f"{h} one-sided" for h in HASHED) + ("match length",))
+          + tuple(f"{h} run" for h in HASHED[K.RUN_MODEL0:K.RUN_MODEL0 + K.N_RUNS])
+          + tuple(f"{h} one-sided" for h in HASHED) + ("match length",))
 assert len(HASHED) == K.N_HASHED and len(INPUTS) == K.N_INPUTS
 
 

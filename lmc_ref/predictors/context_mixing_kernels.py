@@ -34,16 +34,18 @@ MIX_MUL = 0xBF58476D1CE4E5B9
 NIBBLE_MUL = 0x94D049BB133111EB
 BUCKET = 16               # words per hash bucket: 1 check word + 15 counters (a nibble's bit tree)
 N_HASHED = 8              # hashed context models: orders 1, 2, 3, 4, 6, two word models and the follower context
-N_INPUTS = 4 * N_HASHED + 4   # mixer inputs: order 0, 2 per hashed model, the match model, a bias,
-#                               per hashed model a run and a one-sided-history input, the match length
+RUN_MODEL0, N_RUNS = 1, 6  # the run model follows hashed models 1..6 (orders 2, 3, 4, 6, the word models)
+N_INPUTS = 3 * N_HASHED + N_RUNS + 4   # mixer inputs: order 0, 2 per hashed model, the match model, a bias,
+#                                        a run per run model, a one-sided history per hashed model, the match length
 BIAS = 256                # the constant input (stretch units)
 APM_ROWS = 33             # APM interpolation knots per context
 MATCH_COUNTERS = 56 * 8 * 256   # match model: (length bucket, expected bit), bit position, previous byte
-RUN_COUNTERS = N_HASHED * 16 * 2 * 8   # run model: (model, run length 1..15+, expected bit, bit position)
+RUN_COUNTERS = N_RUNS * 16 * 2 * 8   # run model: (run, run length 1..15+, expected bit, bit position)
 X_MATCH = 2 * N_HASHED + 1    # the mixer input of the match model; X_MATCH + 1: the bias; then the runs
 X_RUN = 2 * N_HASHED + 3
-X_ONE_SIDED = 3 * N_HASHED + 3  # the one-sided-history inputs (see ``one_sided``)
-X_MATCH_LENGTH = 4 * N_HASHED + 3   # the match model's second input (see ``match_strength``)
+X_ONE_SIDED = X_RUN + N_RUNS  # the one-sided-history inputs (see ``one_sided``)
+X_MATCH_LENGTH = X_ONE_SIDED + N_HASHED   # the match model's second input (see ``match_strength``)
+assert X_MATCH_LENGTH + 1 == N_INPUTS
 
 # --8<-- [start:squash]
 # squash(d) = 4096 / (1 + e^(-d/256)) sampled every 128 stretch units (rounded),
@@ -379,17 +381,19 @@ def match_byte_update(hist, pos, mm_table, mm_bits, h6, mm_len, mm_ptr):
 # --8<-- [start:run]
 @njit(cache=True)
 def run_lookup(tables, slots, ridx, rb, rc):
-    """New byte: each hashed context's run, the byte that followed it last and how often in a row.
+    """New byte: each run model's context's run, the byte that followed it last and how often in a row.
 
-    The run lives in the top 16 bits of the check word of the context's
-    first-nibble bucket (just selected, so already in cache): the byte, then
-    the run length (0: none yet).  ``ridx`` remembers where, for ``run_store``.
+    Run ``r`` belongs to hashed model ``RUN_MODEL0 + r``.  The run lives in
+    the top 16 bits of the check word of the context's first-nibble bucket
+    (just selected, so already in cache): the byte, then the run length (0:
+    none yet).  ``ridx`` remembers where, for ``run_store``.
     """
-    for m in range(N_HASHED):
-        ridx[m] = slots[m]
+    for r in range(N_RUNS):
+        m = RUN_MODEL0 + r
+        ridx[r] = slots[m]
         e = np.int64(tables[m, slots[m]]) >> 16
-        rb[m] = e >> 8
-        rc[m] = e & 255
+        rb[r] = e >> 8
+        rc[r] = e & 255
 
 
 @njit(cache=True)
@@ -399,23 +403,24 @@ def run_store(tables, hashes, ridx, rb, rc, byte):
     ``hashes`` are still those of the byte's contexts.  A bucket that the
     second nibble's lookup took over meanwhile (its check differs) is left alone.
     """
-    for m in range(N_HASHED):
+    for r in range(N_RUNS):
+        m = RUN_MODEL0 + r
         chk = bucket_check(finalize(hashes[m] + np.uint64(NIBBLE_MUL)))  # the bucket of partial byte 1
-        if (np.int64(tables[m, ridx[m]]) & 0xFFFF) == chk:
-            n = min(rc[m] + 1, 255) if rc[m] > 0 and rb[m] == byte else 1
-            tables[m, ridx[m]] = (((byte << 8) | n) << 16) | chk
+        if (np.int64(tables[m, ridx[r]]) & 0xFFFF) == chk:
+            n = min(rc[r] + 1, 255) if rc[r] > 0 and rb[r] == byte else 1
+            tables[m, ridx[r]] = (((byte << 8) | n) << 16) | chk
 
 
 @njit(cache=True, inline="always")
-def run_context(m, rb, rc, c0, bitpos):
-    """Counter index of model ``m``'s run prediction for this bit, or -1 if it has none.
+def run_context(r, rb, rc, c0, bitpos):
+    """Counter index of run ``r``'s prediction for this bit, or -1 if it has none.
 
     The run's byte predicts while the bits so far agree with it; how much to
-    trust it is learned per (model, run length up to 15, expected bit, bit position).
+    trust it is learned per (run model, run length up to 15, expected bit, bit position).
     """
     if rc > 0 and ((rb | 256) >> (8 - bitpos)) == c0:
         expected = (rb >> (7 - bitpos)) & 1
-        return ((m * 16 + min(rc, 15)) * 2 + expected) * 8 + bitpos
+        return ((r * 16 + min(rc, 15)) * 2 + expected) * 8 + bitpos
     return -1
 # --8<-- [end:run]
 
@@ -571,8 +576,9 @@ def predict_p16(c0, bitpos, j, c4, predicted, mm_len, t0, tables, hist_sm, slots
         x[X_ONE_SIDED + m] = x[1 + N_HASHED + m] if one_sided(v) else 0
         if (v & 255) > 0:
             known += 1
-        rctx = run_context(m, rb[m], rc[m], c0, bitpos)
-        x[X_RUN + m] = STRETCH[np.int64(run_sm[rctx]) >> 20] if rctx >= 0 else 0
+    for r in range(N_RUNS):
+        rctx = run_context(r, rb[r], rc[r], c0, bitpos)
+        x[X_RUN + r] = STRETCH[np.int64(run_sm[rctx]) >> 20] if rctx >= 0 else 0
     mctx = match_context(predicted, mm_len, c0, bitpos, c1)
     x[X_MATCH] = STRETCH[np.int64(mm_sm[mctx]) >> 20]
     x[X_MATCH + 1] = BIAS
@@ -651,10 +657,10 @@ def code_block(hist, start, end, decode, s, t0, tables, hist_sm, hashes, slots, 
     """
     x = np.zeros(N_INPUTS, np.int32)  # inputs fit in 16 bits; int32 lets the mixer loops use 32-bit multiplies
     hidx = np.zeros(N_HASHED, np.int64)
-    ridx = np.zeros(N_HASHED, np.int64)  # run entries of the current byte's contexts
-    rb = np.zeros(N_HASHED, np.int64)
-    rc = np.zeros(N_HASHED, np.int64)
-    rci = np.zeros(N_HASHED, np.int64)  # run counters used by the current bit (-1: none)
+    ridx = np.zeros(N_RUNS, np.int64)  # run entries of the current byte's contexts
+    rb = np.zeros(N_RUNS, np.int64)
+    rc = np.zeros(N_RUNS, np.int64)
+    rci = np.zeros(N_RUNS, np.int64)  # run counters used by the current bit (-1: none)
     run_lookup(tables, slots, ridx, rb, rc)  # blocks start at byte boundaries
     c0, bitpos, j = s[S_C0], s[S_BITPOS], s[S_J]
     c4, c8, word, word_prev, pos = s[S_C4], s[S_C8], s[S_WORD], s[S_WORDPREV], s[S_POS]
@@ -695,8 +701,9 @@ def code_block(hist, start, end, decode, s, t0, tables, hist_sm, hashes, slots, 
                 x[1 + N_HASHED + m] = STRETCH16[np.int64(hist_sm[hidx[m]]) >> 20]
                 x[X_ONE_SIDED + m] = x[1 + N_HASHED + m] if one_sided(v) else 0
                 known += (v & 255) != 0  # no branch: whether a slot is new is hard to guess
-                rci[m] = run_context(m, rb[m], rc[m], c0, bitpos)
-                x[X_RUN + m] = STRETCH16[np.int64(run_sm[rci[m]]) >> 20] if rci[m] >= 0 else 0
+            for r in range(N_RUNS):  # a loop of its own: about 5 % faster than inside the one above
+                rci[r] = run_context(r, rb[r], rc[r], c0, bitpos)
+                x[X_RUN + r] = STRETCH16[np.int64(run_sm[rci[r]]) >> 20] if rci[r] >= 0 else 0
             x[X_MATCH] = STRETCH16[np.int64(mm_sm[mctx]) >> 20]
             x[X_MATCH + 1] = BIAS
             x[X_MATCH_LENGTH] = match_strength(mctx, mm_len)
@@ -732,8 +739,9 @@ def code_block(hist, start, end, decode, s, t0, tables, hist_sm, hashes, slots, 
                 hist_sm[hidx[m]] = counter_next(np.int64(hist_sm[hidx[m]]), bit, LIMIT_HISTORY)
                 q = slots[m] + j
                 tables[m, q] = slot_next(np.int64(tables[m, q]), bit, LIMIT_HASHED[m])
-                if rci[m] >= 0:
-                    run_sm[rci[m]] = counter_next(np.int64(run_sm[rci[m]]), bit, LIMIT_RUN)
+            for r in range(N_RUNS):
+                if rci[r] >= 0:
+                    run_sm[rci[r]] = counter_next(np.int64(run_sm[rci[r]]), bit, LIMIT_RUN)
             mm_sm[mctx] = counter_next(np.int64(mm_sm[mctx]), bit, LIMIT_MATCH)
             # the errors fit in 16 bits: as int32, the updates below multiply 32 by 32 bits
             rate = mixer_rate(pos)
