@@ -17,7 +17,7 @@ says what it predicts and how it learns):
 3. ``ContextModels``: orders 1, 2, 3, 4, 6, two word models and a follower context, hashed into tables;
 4. ``MatchModel``: the longest earlier occurrence of the recent bytes predicts the next bit;
 5. ``RunModel``: the byte that last followed each hashed context predicts it again;
-6. ``Mixer``: two gated logistic mixers (weight sets chosen by small contexts), averaged;
+6. ``Mixer``: four gated logistic mixers (weight sets chosen by small contexts), averaged;
 7. ``APM``: adaptive probability maps that refine the mixer's output;
 8. ``ContextMixingPredictor``: the whole model, behind the ``Predictor`` protocol.
 
@@ -334,7 +334,7 @@ class ContextMixingPredictor(Predictor):
     @classmethod
     def help_text(cls):
         return (
-            f"cm:mem=N  bitwise context mixing (orders 0-4, 6, 2 word models, follower, runs, match; 2 mixers, 2 APMs), "
+            f"cm:mem=N  bitwise context mixing (orders 0-4, 6, 2 word models, follower, runs, match; 4 mixers, 2 APMs), "
             f"2**N counters per context model (N {MIN_MEM}..{MAX_MEM}, default {DEFAULT_MEM}: "
             f"{memory_bytes(DEFAULT_MEM) / 2**20:.0f} MiB of tables; N={MAX_MEM}: "
             f"{memory_bytes(MAX_MEM) / 2**20:.0f} MiB)"
