@@ -249,8 +249,9 @@ class Mixer:
     the set its small context selects (``mixer_rows``): the partial byte with
     how many context models have seen their context before (9 x 256 sets),
     the partial byte with the match model's state (56 x 256), the previous
-    byte with the bit position (256 x 8), the byte before it with the bit
-    position (256 x 8).  So trust can differ by bit position, by the bits
+    byte with the top 3 bits of the byte before it and the bit position
+    (256 x 8 x 8), the byte before it with the top 3 bits of the previous one
+    and the bit position (256 x 8 x 8).  So trust can differ by bit position, by the bits
     already seen, between familiar and novel contexts, with the length of the
     current match and with what the text just said.  The four outputs are
     averaged in the logistic domain (a learned second-layer mixer did no

@@ -431,15 +431,18 @@ def mixer_rows(known, mctx, c0, c4, bitpos):
     """The weight set each of the four mixers uses for this bit (rows of the stacked table).
 
     Mixer 1 is selected by how many hashed contexts are known and the partial
-    byte, mixer 2 by the match state and the partial byte, mixers 3 and 4 by
-    the previous byte and by the byte before it, with the bit position: so
-    the trust given to each input can differ by bit position, by familiarity,
-    by match length and by what the text just said.
+    byte, mixer 2 by the match state and the partial byte, mixer 3 by the
+    previous byte with the top 3 bits of the byte before it (for text: letter,
+    digit, space or punctuation, upper or lower case), mixer 4 the other way
+    round, both with the bit position: so the trust given to each input can
+    differ by bit position, by familiarity, by match length and by what the
+    text just said.  (The 3 bits took the rate from 21.72 % to 21.67 %.)
     """
+    c1, c2 = c4 & 255, (c4 >> 8) & 255
     return (known * 256 + c0,
             MIXER_OFFSETS[1] + (mctx >> 11) * 256 + c0,
-            MIXER_OFFSETS[2] + (c4 & 255) * 8 + bitpos,
-            MIXER_OFFSETS[3] + ((c4 >> 8) & 255) * 8 + bitpos)
+            MIXER_OFFSETS[2] + ((c1 * 8 + (c2 >> 5)) << 3) + bitpos,
+            MIXER_OFFSETS[3] + ((c2 * 8 + (c1 >> 5)) << 3) + bitpos)
 
 
 @njit(cache=True, inline="always")
@@ -541,8 +544,8 @@ S_SIZE = 10
 # The four mixers' weight sets, stacked in one table (see ``mixer_rows``):
 MIXER_SETS = (256 * (N_HASHED + 1),        # mixer 1: (hashed contexts known 0..8, partial byte)
               (MATCH_COUNTERS >> 11) * 256,  # mixer 2: (match length bucket, expected bit, partial byte)
-              256 * 8,                       # mixer 3: (previous byte, bit position)
-              256 * 8)                       # mixer 4: (the byte before it, bit position)
+              256 * 8 * 8,                   # mixer 3: (previous byte, top 3 bits of the one before, bit position)
+              256 * 8 * 8)                   # mixer 4: (the byte before it, top 3 bits of the previous, bit position)
 MIXER_OFFSETS = tuple(int(v) for v in np.cumsum((0,) + MIXER_SETS[:-1]))
 MIXER_ROWS = sum(MIXER_SETS)
 
