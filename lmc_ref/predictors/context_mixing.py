@@ -378,7 +378,7 @@ class ContextMixingPredictor(Predictor):
         self.match.add_inputs(self.hist, c0, self.bitpos, c1, x)
         x[K.X_MATCH + 1] = K.BIAS
         pr = self.mixer.p(x, mixer_rows(known, self.match.ctx, c0, self.c4, self.bitpos))
-        return int(final_p(pr, self.apm1.p(pr, apm1_context(c0, self.c4)), self.apm2.p(pr, c0 | (c1 << 8))))
+        return int(final_p(self.apm1.p(pr, apm1_context(c0, self.c4)), self.apm2.p(pr, c0 | (c1 << 8))))
 
     def update_bit(self, bit):
         self.order0.update(self.c0, bit)

@@ -508,8 +508,8 @@ def apm1_context(c0, c4):
 
 
 @njit(cache=True, inline="always")
-def final_p(pr, a1, a2):
-    """The coder's 16-bit P(1): the average of the two APMs' refinements of the mixer's ``pr``, clamped."""
+def final_p(a1, a2):
+    """The coder's 16-bit P(1): the average of the two APMs' refinements of the mixer's output, clamped."""
     p = (a1 + a2 + 1) >> 1
     return min(max(p, P_MIN), P_MAX)
 # --8<-- [end:apm]
@@ -599,7 +599,7 @@ def predict_p16(c0, bitpos, j, c4, predicted, mm_len, t0, tables, hist_sm, slots
     pr = squash((clamp_dot(d1) + clamp_dot(d2) + clamp_dot(d3) + clamp_dot(d4)) >> 2)
     i1, w1 = apm_knot(pr, apm1_context(c0, c4))
     i2, w2 = apm_knot(pr, c0 | (c1 << 8))
-    return final_p(pr, apm_interp(apm1[i1], apm1[i1 + 1], w1), apm_interp(apm2[i2], apm2[i2 + 1], w2))
+    return final_p(apm_interp(apm1[i1], apm1[i1 + 1], w1), apm_interp(apm2[i2], apm2[i2 + 1], w2))
 
 
 @njit(cache=True)
@@ -727,7 +727,7 @@ def code_block(hist, start, end, decode, s, t0, tables, hist_sm, hashes, slots, 
             pr = squash((d1 + d2 + d3 + d4) >> 2)
             i1, w1 = apm_knot(pr, cx1)
             i2, w2 = apm_knot(pr, cx2)
-            p = final_p(pr, apm_interp(apm1[i1], apm1[i1 + 1], w1), apm_interp(apm2[i2], apm2[i2 + 1], w2))
+            p = final_p(apm_interp(apm1[i1], apm1[i1 + 1], w1), apm_interp(apm2[i2], apm2[i2 + 1], w2))
             # ---- code
             if decode:
                 bit = np.int64(decode_bit(st, payload, p))
