@@ -38,12 +38,12 @@ MIN_MEM, MAX_MEM, DEFAULT_MEM = 10, 25, 22
 # The readable path runs the kernels' plain-Python originals (``py_func``): the
 # same source, and on Python integers the same results, without the cost of a
 # compiled call for every small step.
-(counter_next, slot_next, history_index, one_sided, match_context, match_strength, run_context, mixer_rows, clamp_dot,
- mixer_rate, mixer_error, mixer_step, apm_knot, apm_interp, apm_next, apm_rate, final_p, squash, apm1_context) = (f.py_func for f in (
+(counter_next, slot_next, history_index, one_sided, match_context, match_strength, run_context, mixer_rows,
+ clamp_dot, mixer_rate, mixer_error, mixer_step, apm_knot, apm_interp, apm_next, apm_rate, final_p, squash,
+ apm1_context) = (f.py_func for f in (
     K.counter_next, K.slot_next, K.history_index, K.one_sided, K.match_context, K.match_strength, K.run_context,
-    K.mixer_rows, K.clamp_dot, K.mixer_rate, K.mixer_error, K.mixer_step, K.apm_knot, K.apm_interp, K.apm_next, K.apm_rate,
-    K.final_p,
-    K.squash, K.apm1_context))
+    K.mixer_rows, K.clamp_dot, K.mixer_rate, K.mixer_error, K.mixer_step, K.apm_knot, K.apm_interp, K.apm_next,
+    K.apm_rate, K.final_p, K.squash, K.apm1_context))
 BLOCK = 1 << 16           # fused path: bytes per compiled call (progress + buffer growth)
 
 
@@ -251,9 +251,9 @@ class Mixer:
     the partial byte with the match model's state (56 x 256), the previous
     byte with the top 3 bits of the byte before it and the bit position
     (256 x 8 x 8), the byte before it with the top 3 bits of the previous one
-    and the bit position (256 x 8 x 8).  So trust can differ by bit position, by the bits
-    already seen, between familiar and novel contexts, with the length of the
-    current match and with what the text just said.  The four outputs are
+    and the bit position (256 x 8 x 8).  So trust can differ by bit position,
+    by the bits already seen, between familiar and novel contexts, with the
+    length of the current match and with what the text just said.  The four outputs are
     averaged in the logistic domain (a learned second-layer mixer did no
     better here).
     Learns: online logistic regression, w_i += rate * (bit - p_k) * stretch(p_i)
@@ -335,7 +335,8 @@ class ContextMixingPredictor(Predictor):
     @classmethod
     def help_text(cls):
         return (
-            f"cm:mem=N  bitwise context mixing (orders 0-4, 6, 2 word models, follower, runs, match; 4 mixers, 2 APMs), "
+            f"cm:mem=N  bitwise context mixing (orders 0-4, 6, 2 word models, follower, runs, match; "
+            f"4 mixers, 2 APMs), "
             f"2**N counters per context model (N {MIN_MEM}..{MAX_MEM}, default {DEFAULT_MEM}: "
             f"{memory_bytes(DEFAULT_MEM) / 2**20:.0f} MiB of tables; N={MAX_MEM}: "
             f"{memory_bytes(MAX_MEM) / 2**20:.0f} MiB)"

@@ -230,6 +230,20 @@ def find_bucket(t, k, h, bucket_bits, write):
 # --8<-- [end:hashing]
 
 
+@njit(cache=True, inline="always")
+def nibble_hash(h, c0):
+    """Hash of the bucket for context hash ``h`` and the partial byte ``c0`` that starts a nibble."""
+    return finalize(h + np.uint64(c0) * np.uint64(NIBBLE_MUL))
+
+
+@njit(cache=True, inline="always")
+def prefetch_buckets(tables, m, h, bucket_bits):
+    """Start loading both candidate buckets of nibble hash ``h`` in table ``m`` (a hint, see ``prefetch``)."""
+    b = bucket_index(h, bucket_bits)
+    prefetch(tables, m * tables.shape[1] + b * BUCKET)
+    prefetch(tables, m * tables.shape[1] + (b ^ 1) * BUCKET)
+
+
 @njit(cache=True)
 def lookup_nibble(tables, hashes, c0, bucket_bits, slots, write):
     """Select every hashed model's bucket for the nibble that starts with partial byte ``c0``.
@@ -237,8 +251,7 @@ def lookup_nibble(tables, hashes, c0, bucket_bits, slots, write):
     Most of the model's time goes to the cache misses of these reads.
     """
     for k in range(N_HASHED):
-        h = finalize(hashes[k] + np.uint64(c0) * np.uint64(NIBBLE_MUL))
-        slots[k] = find_bucket(tables, k, h, bucket_bits, write)
+        slots[k] = find_bucket(tables, k, nibble_hash(hashes[k], c0), bucket_bits, write)
 
 
 # --8<-- [start:slot]
@@ -405,7 +418,7 @@ def run_store(tables, hashes, ridx, rb, rc, byte):
     """
     for r in range(N_RUNS):
         m = RUN_MODEL0 + r
-        chk = bucket_check(finalize(hashes[m] + np.uint64(NIBBLE_MUL)))  # the bucket of partial byte 1
+        chk = bucket_check(nibble_hash(hashes[m], 1))  # the bucket of partial byte 1
         if (np.int64(tables[m, ridx[r]]) & 0xFFFF) == chk:
             n = min(rc[r] + 1, 255) if rc[r] > 0 and rb[r] == byte else 1
             tables[m, ridx[r]] = (((byte << 8) | n) << 16) | chk
@@ -690,11 +703,8 @@ def code_block(hist, start, end, decode, s, t0, tables, hist_sm, hashes, slots, 
             if bitpos == 3:
                 # the second nibble's bucket is one of two per model, whichever this bit picks: load both
                 for m in range(N_HASHED):
-                    for c0_next in range(2 * c0, 2 * c0 + 2):
-                        b = bucket_index(finalize(hashes[m] + np.uint64(c0_next) * np.uint64(NIBBLE_MUL)),
-                                         bucket_bits)
-                        prefetch(tables, m * tables.shape[1] + b * BUCKET)
-                        prefetch(tables, m * tables.shape[1] + (b ^ 1) * BUCKET)
+                    prefetch_buckets(tables, m, nibble_hash(hashes[m], 2 * c0), bucket_bits)
+                    prefetch_buckets(tables, m, nibble_hash(hashes[m], 2 * c0 + 1), bucket_bits)
             x[0] = STRETCH16[np.int64(t0[c0]) >> 20]
             known = 0
             for m in range(N_HASHED):
@@ -784,9 +794,7 @@ def code_block(hist, start, end, decode, s, t0, tables, hist_sm, hashes, slots, 
         run_store(tables, hashes, ridx, rb, rc, byte)
         context_hashes(hashes, c4, c8, word, word_prev, follow)
         for m in range(N_HASHED):  # the new contexts' buckets load while the match model works
-            b = bucket_index(finalize(hashes[m] + np.uint64(NIBBLE_MUL)), bucket_bits)
-            prefetch(tables, m * tables.shape[1] + b * BUCKET)
-            prefetch(tables, m * tables.shape[1] + (b ^ 1) * BUCKET)
+            prefetch_buckets(tables, m, nibble_hash(hashes[m], 1), bucket_bits)
         mm_len, mm_ptr = match_byte_update(hist, pos, mm_table, mm_bits, hashes[4], mm_len, mm_ptr)
         c0, bitpos, j = 1, 0, 1
         lookup_nibble(tables, hashes, c0, bucket_bits, slots, True)
