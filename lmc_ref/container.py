@@ -33,9 +33,10 @@ MAGIC = b"\x89LMC"
 # Format versions: 1 used the first quantization rule (rounding remainder spread
 # over the lowest symbols); 2 gives it to the last symbol (lmc_ref/quantize.py);
 # 3 adds the run model to ``cm`` (a different model codes different bits); 4 adds
-# ``cm``'s follower context and one-sided-history inputs.
+# ``cm``'s follower context and one-sided-history inputs; 5 starts ``cm``'s indirect,
+# match and run counters at priors instead of 1/2.
 # What decides the coded bits is recorded, so an old file is refused, not misread.
-VERSION = 4
+VERSION = 5
 MAX_SPEC_LENGTH = 1024
 HASH_LENGTHS = (0, 32)
 MAX_BACKEND_LENGTH = 32

@@ -46,6 +46,23 @@ def test_young_counter_is_a_frequency_count():
     assert counters.p(0) / 4096 == pytest.approx(5 / 6, abs=0.01)  # (1/2 + 1) / (1 + 1.5) ... p += (1-p)/1.5
 
 
+def test_counters_start_at_their_priors():
+    hist = cm.Counters(K.HISTORY_COUNTERS, K.LIMIT_HISTORY, K.history_prior())
+    assert hist.p(K.history_index(0, 0, 0)) == 2048                # no history: 1/2
+    assert hist.p(K.history_index(3, 5, 3 << 8)) == 3584           # three ones, no zero: 3.5 / 4
+    assert hist.p(K.history_index(7, 7, (2 * 16 + 0) << 8)) == 682  # two zeros: 0.5 / 3
+    match = cm.Counters(K.MATCH_COUNTERS, K.LIMIT_MATCH, K.match_prior())
+    assert match.p(K.match_context(0, 0, 1, 0, 65)) == 2048        # no match: 1/2
+    long_one = K.match_context(0b10000000, 20, 1, 0, 65)           # expects a 1 after a 20-byte match: 21 / 22
+    short_zero = K.match_context(0b00000000, 1, 1, 0, 65)          # expects a 0 after a 1-byte match: 1 / 3
+    assert match.p(long_one) == 3909 and match.p(short_zero) == 4096 - 2731
+    run = cm.Counters(K.RUN_COUNTERS, K.LIMIT_RUN, K.run_prior())
+    assert run.p(K.run_context(2, 0xFF, 3, 1, 0)) == 3276          # a run of 3 expecting a 1: 4 / 5
+    # a prior is worth a few bits: the first observation against it moves the counter less than from 1/2
+    run.update(K.run_context(2, 0xFF, 3, 1, 0), 0)
+    assert 3276 * 2 // 3 < run.p(K.run_context(2, 0xFF, 3, 1, 0)) < 3276
+
+
 def test_mixer_learns_to_trust_the_better_input():
     ROWS = tuple(offset + 3 for offset in K.MIXER_OFFSETS)  # one weight set of each mixer
     rng = np.random.default_rng(7)

@@ -66,10 +66,13 @@ class Counters:
     that context, up to a limit.  A young counter is thus the frequency of ones
     so far; an old one an exponential moving average (it keeps adapting).
     Each counter is one uint32: 22 bits of probability, 10 bits of count.
+    They start at p = 1/2, n = 0, or at ``prior`` (initial uint32 values,
+    see ``history_prior`` and ``expected_bit_prior``).
     """
 
-    def __init__(self, size, limit):
-        self.t = np.full(size, 1 << 31, dtype=np.uint32)  # p = 1/2, n = 0
+    def __init__(self, size, limit, prior=None):
+        self.t = np.full(size, 1 << 31, dtype=np.uint32) if prior is None else prior.astype(np.uint32)
+        assert self.t.shape == (size,)
         self.limit = limit
 
     def p(self, i):
@@ -117,7 +120,7 @@ class ContextModels:
         self.hashes = np.zeros(K.N_HASHED, dtype=np.uint64)
         self.slots = np.zeros(K.N_HASHED, dtype=np.int64)
         self.follow = np.zeros(256, dtype=np.uint16)  # per byte: the two bytes that followed it last (follow_step)
-        self.histories = Counters(K.HISTORY_COUNTERS, K.LIMIT_HISTORY)  # (model, bit position, history) -> p
+        self.histories = Counters(K.HISTORY_COUNTERS, K.LIMIT_HISTORY, K.history_prior())  # (model, bit position, history) -> p
 
     def set_contexts(self, c4, c8, word, word_prev):
         """New byte: hash the eight contexts (from the last 8 bytes, the word hashes and the followers)."""
@@ -168,7 +171,7 @@ class MatchModel:
     def __init__(self, mem):
         self.table = np.zeros(1 << (mem - 2), dtype=np.int32)
         self.bits = mem - 2
-        self.counters = Counters(K.MATCH_COUNTERS, K.LIMIT_MATCH)
+        self.counters = Counters(K.MATCH_COUNTERS, K.LIMIT_MATCH, K.match_prior())
         self.length = 0
         self.ptr = 0
         self.ctx = 0
@@ -211,7 +214,7 @@ class RunModel:
     """
 
     def __init__(self):
-        self.counters = Counters(K.RUN_COUNTERS, K.LIMIT_RUN)
+        self.counters = Counters(K.RUN_COUNTERS, K.LIMIT_RUN, K.run_prior())
         # run r belongs to hashed model K.RUN_MODEL0 + r
         self.idx = np.zeros(K.N_RUNS, dtype=np.int64)    # bucket of each current context
         self.byte = np.zeros(K.N_RUNS, dtype=np.int64)   # the byte each context predicts

@@ -528,6 +528,56 @@ def final_p(a1, a2):
 # --8<-- [end:apm]
 
 
+# --8<-- [start:priors]
+def counter_init(p22, n):
+    """Counters (uint32, see ``counter_next``) holding probabilities ``p22`` / 2**22, as if they had seen ``n`` bits."""
+    return ((np.asarray(p22, np.int64) << 10) | n).astype(np.uint32)
+
+
+def history_prior():
+    """Initial indirect-map counters: what each bit history says on its own.
+
+    A history of n0 zeros and n1 ones starts at P(1) = (n1 + 1/2) / (n0 + n1 + 1)
+    (the Krichevsky-Trofimov estimate), worth ``PRIOR_HISTORY`` bits, instead
+    of 1/2: the map then needs only to learn how the model's contexts differ
+    from that guess.  It matters on short inputs, where many (model, bit
+    position, history) counters are used only a few times: on Table 1's 2 KB
+    chunks of enwik8 it gained 0.1 points.
+    """
+    h = np.arange(HISTORY_COUNTERS) & 255
+    n0, n1 = h >> 4, h & 15
+    return counter_init(((2 * n1 + 1) << 22) // (2 * (n0 + n1) + 2), PRIOR_HISTORY)
+
+
+def expected_bit_prior(expected, length):
+    """Initial match or run counters: the expected bit with probability (length + 1) / (length + 2).
+
+    ``length`` 0 (no match) starts at 1/2.  A long match or run is trusted from
+    its first use, as Laplace's rule of succession would after ``length``
+    agreements; ``PRIOR_EXPECTED`` bits' worth, so the data soon take over.
+    """
+    q = ((np.asarray(length, np.int64) + 1) << 22) // (np.asarray(length, np.int64) + 2)
+    p22 = np.where(length == 0, 1 << 21, np.where(expected == 1, q, (1 << 22) - q))
+    return counter_init(p22, PRIOR_EXPECTED)
+
+
+def match_prior():
+    """``expected_bit_prior`` for every match counter (index layout of ``match_context``).
+
+    Length buckets 1..15 are the match length; from 16 on a bucket holds lengths 4 (b - 12) .. 4 (b - 12) + 3.
+    """
+    i = np.arange(MATCH_COUNTERS)
+    bucket = i >> 12
+    return expected_bit_prior((i >> 11) & 1, np.where(bucket < 16, bucket, (bucket - 12) * 4))
+
+
+def run_prior():
+    """``expected_bit_prior`` for every run counter (index layout of ``run_context``; run lengths 1..15)."""
+    i = np.arange(RUN_COUNTERS)
+    return expected_bit_prior((i >> 3) & 1, (i >> 4) & 15)
+# --8<-- [end:priors]
+
+
 def apm_init(contexts):
     """APM table whose every context starts as the identity map (knot j -> squash of its centre)."""
     row = np.array([squash((j - 16) * 128) * 16 for j in range(APM_ROWS)], dtype=np.uint16)
@@ -545,6 +595,8 @@ LIMIT_MATCH = 1023    # count limit of the match model's counters
 LIMIT_RUN = 1023      # count limit of the run model's counters
 LIMIT_HISTORY = 127  # count limit of the indirect (bit history -> probability) counters
 HISTORY_COUNTERS = N_HASHED * 8 * 256   # indirect map: (model, bit position, history)
+PRIOR_HISTORY = 6     # an indirect counter starts as if it had seen 6 bits (see ``history_prior``)
+PRIOR_EXPECTED = 2    # match and run counters start as if they had seen 2 bits (see ``expected_bit_prior``)
 MIX_RATE = 4         # mixer learning rate in the long run (weight step = rate * err * x / 2**14)
 MIX_BOOST, MIX_BOOST_BYTES = 131072, 4096   # the extra rate early on: MIX_BOOST / (bytes seen + MIX_BOOST_BYTES)
 MIX_INIT = 6144       # initial mixer weight (3/32)
