@@ -29,6 +29,7 @@ the same kernels in one compiled loop (``code_block``) and emit the same bytes.
 
 import numpy as np
 
+from .. import memory
 from . import fused
 from . import context_mixing_kernels as K
 from .base import Predictor, int_param, register, reject_unknown
@@ -115,7 +116,7 @@ class ContextModels:
     """
 
     def __init__(self, mem):
-        self.tables = np.zeros((K.N_HASHED, 1 << mem), dtype=np.uint32)  # pages are mapped lazily
+        self.tables = memory.zeros((K.N_HASHED, 1 << mem), np.uint32)  # huge pages, mapped lazily
         self.bucket_bits = mem - 4
         self.hashes = np.zeros(K.N_HASHED, dtype=np.uint64)
         self.slots = np.zeros(K.N_HASHED, dtype=np.int64)
@@ -169,7 +170,7 @@ class MatchModel:
     """
 
     def __init__(self, mem):
-        self.table = np.zeros(1 << (mem - 2), dtype=np.int32)
+        self.table = memory.zeros(1 << (mem - 2), np.int32)
         self.bits = mem - 2
         self.counters = Counters(K.MATCH_COUNTERS, K.LIMIT_MATCH, K.match_prior())
         self.length = 0
@@ -267,7 +268,7 @@ class Mixer:
 
     def __init__(self):
         # one table: the four mixers' weight sets stacked (rows from ``mixer_rows``)
-        self.weights = np.full((K.MIXER_ROWS, K.N_INPUTS), K.MIX_INIT, dtype=np.int32)
+        self.weights = memory.full((K.MIXER_ROWS, K.N_INPUTS), K.MIX_INIT, np.int32)
         # The run, one-sided and match-length inputs start ignored and earn their
         # weight: young runs mislead, and on 2 KB chunks starting the runs at 1/8
         # like the others cost 0.4 points.
@@ -304,7 +305,8 @@ class APM:
     """
 
     def __init__(self, contexts):
-        self.t = K.apm_init(contexts)
+        self.t = memory.zeros(contexts * K.APM_ROWS, np.uint16)
+        self.t[:] = K.apm_init(contexts)
         self.idx = 0
 
     def p(self, pr, cx):
