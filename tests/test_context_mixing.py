@@ -111,6 +111,16 @@ def test_match_model_follows_a_repeat():
     assert pdf.argmax() == text[0] and pdf[text[0]] > 0.2  # after 3 repeats: 1/4 of 8 bits to code
 
 
+def test_match_model_prefers_the_longer_context():
+    """A match into the first segment fails at "j"; the last 6 bytes, "efghij", occurred last before "2",
+    but the last 10, "ABCDefghij", before "1": the new match follows the 10."""
+    predictor = make_predictor(SMALL)
+    for byte in b"<qrstuvABCDefghiX> <ABCDefghij1> <WXYZefghij2> <qrstuvABCDefghij":
+        predictor.update(byte)
+    assert predictor.match.length >= 10
+    assert predictor.hist[predictor.match.ptr] == ord("1")
+
+
 def test_run_model_counts_repeats_and_predicts_the_byte():
     """After "ab" five times and "a", the contexts of "ba", "aba", ... have seen "b" follow them in a row."""
     predictor = make_predictor(SMALL)

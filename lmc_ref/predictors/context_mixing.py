@@ -51,7 +51,7 @@ BLOCK = 1 << 16           # fused path: bytes per compiled call (progress + buff
 def memory_bytes(mem):
     """Bytes the model allocates for ``cm:mem=N`` (tables; the history of the input comes on top)."""
     hashed = K.N_HASHED * 4 << mem                  # uint32 counters
-    match = 4 << (mem - 2)                          # int32 positions
+    match = 8 << (mem - 2)                          # int32 positions, two tables
     apms = 2 * K.APM_ROWS * (65536 + 65536)       # uint16 knots
     mixers = 4 * K.MIXER_ROWS * K.N_INPUTS
     fixed = apms + mixers + 4 * (256 + K.MATCH_COUNTERS + K.HISTORY_COUNTERS + K.RUN_COUNTERS) + 2 * 256
@@ -166,11 +166,13 @@ class MatchModel:
     the match length itself, signed by the expected bit (``match_strength``).
     Learns: at every byte boundary the match is extended (or dropped if the
     byte differed), a lost match is looked up again by hashing the last 6
-    bytes, and the table records where these 6 bytes occurred last.
+    bytes, a short one is replaced by a longer one found by hashing the last
+    10 (``match_byte_update``), and two tables record where these 6 and 10
+    bytes occurred last.
     """
 
     def __init__(self, mem):
-        self.table = memory.zeros(1 << (mem - 2), np.int32)
+        self.table = memory.zeros((2, 1 << (mem - 2)), np.int32)  # where 6 / 10 bytes occurred last
         self.bits = mem - 2
         self.counters = Counters(K.MATCH_COUNTERS, K.LIMIT_MATCH, K.match_prior())
         self.length = 0

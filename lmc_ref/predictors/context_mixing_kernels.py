@@ -40,6 +40,8 @@ N_INPUTS = 3 * N_HASHED + N_RUNS + 4   # mixer inputs: order 0, 2 per hashed mod
 BIAS = 256                # the constant input (stretch units)
 APM_ROWS = 33             # APM interpolation knots per context
 MATCH_COUNTERS = 56 * 8 * 256   # match model: (length bucket, expected bit), bit position, previous byte
+MATCH_LONG = 10           # the match model's second candidate follows the last 10 bytes
+MATCH_VERIFY = 32         # a candidate's match length is counted back this far at most
 RUN_COUNTERS = N_RUNS * 16 * 2 * 8   # run model: (run, run length 1..15+, expected bit, bit position)
 X_MATCH = 2 * N_HASHED + 1    # the mixer input of the match model; X_MATCH + 1: the bias; then the runs
 X_RUN = 2 * N_HASHED + 3
@@ -362,13 +364,36 @@ def match_strength(mctx, mm_len):
     return (((mctx >> 11) & 1) * 2 - 1) * min(mm_len, 32) * 64
 
 
+@njit(cache=True, inline="always")
+def history_hash(hist, pos, n):
+    """Hash of the ``n`` bytes before position ``pos`` of ``hist``."""
+    h = np.uint64(0)
+    for q in range(pos - n, pos):
+        h = (h + np.uint64(hist[q]) + np.uint64(1)) * np.uint64(HASH_MUL)
+    return finalize(h)
+
+
+@njit(cache=True, inline="always")
+def match_length_at(hist, pos, cand):
+    """How many bytes before ``cand`` equal those before ``pos`` (up to ``MATCH_VERIFY``)."""
+    n = 0
+    while n < MATCH_VERIFY and cand - n - 1 >= 0 and hist[cand - n - 1] == hist[pos - n - 1]:
+        n += 1
+    return n
+
+
 @njit(cache=True)
 def match_byte_update(hist, pos, mm_table, mm_bits, h6, mm_len, mm_ptr):
-    """After byte ``hist[pos - 1]``: extend or drop the match, find a new one, index ``pos``.
+    """After byte ``hist[pos - 1]``: extend or drop the match, look for a new or longer one, index ``pos``.
 
-    ``h6`` is the order-6 context hash (of the last 6 bytes); the table maps it
-    to the position that followed those 6 bytes last time.  Returns the new
-    (length, pointer); length 0 means no match.
+    Row 0 of ``mm_table`` maps the hash ``h6`` of the last 6 bytes to the
+    position that followed them last time, row 1 the hash of the last
+    ``MATCH_LONG`` bytes.  Without a match the 6-byte candidate is tried;
+    then, while the match is shorter than 16 bytes, the longer context's
+    candidate replaces it if it agrees further back: the last place where 6
+    bytes occurred is often a worse guess than the last place where 10 did
+    (0.02 points on enwik8_head).  Returns the new (length, pointer); length
+    0 means no match.
     """
     if mm_len > 0 and hist[mm_ptr] == hist[pos - 1]:
         mm_len = min(mm_len + 1, 65535)
@@ -378,15 +403,23 @@ def match_byte_update(hist, pos, mm_table, mm_bits, h6, mm_len, mm_ptr):
     if pos >= 6:
         idx = np.int64(h6 >> np.uint64(64 - mm_bits))
         if mm_len == 0:
-            cand = np.int64(mm_table[idx])
+            cand = np.int64(mm_table[0, idx])
             if cand > 0:
-                n = 0
-                while n < 32 and cand - n - 1 >= 0 and hist[cand - n - 1] == hist[pos - n - 1]:
-                    n += 1
+                n = match_length_at(hist, pos, cand)
                 if n > 0:
                     mm_len = n
                     mm_ptr = cand
-        mm_table[idx] = pos
+        mm_table[0, idx] = pos
+    if pos >= MATCH_LONG:
+        idx = np.int64(history_hash(hist, pos, MATCH_LONG) >> np.uint64(64 - mm_bits))
+        if mm_len < 16:
+            cand = np.int64(mm_table[1, idx])
+            if cand > 0 and cand != mm_ptr:
+                n = match_length_at(hist, pos, cand)
+                if n > mm_len:
+                    mm_len = n
+                    mm_ptr = cand
+        mm_table[1, idx] = pos
     return mm_len, mm_ptr
 # --8<-- [end:match]
 
