@@ -22,7 +22,7 @@ from typing import Callable
 
 import numpy as np
 
-from . import container
+from . import container, word_codes
 from .coder import ArithmeticDecoder, ArithmeticEncoder, max_stream_bytes
 from .constants import CDF_TOTAL, CODER_PRECISION
 from .predictors import make_predictor
@@ -145,7 +145,13 @@ def compress(data, spec=DEFAULT_SPEC, path="fused", progress="auto", backend="cp
     predictor = make_predictor(spec)
     predictor.use_backend(backend)
     _readable_needs_cpu(predictor, path)
-    arr = np.frombuffer(bytes(data), dtype=np.uint8)
+    data = bytes(data)
+    prefix, coded = b"", data
+    if predictor.word_codes:  # frequent words -> unused byte values; the prefix lists them
+        codes = word_codes.choose(data)
+        coded = word_codes.encode(data, codes)
+        prefix = word_codes.pack(codes, len(coded))
+    arr = np.frombuffer(coded, dtype=np.uint8)
     bar = _progress_bar(arr.shape[0], progress, "compress")
     try:
         payload = None
@@ -161,11 +167,11 @@ def compress(data, spec=DEFAULT_SPEC, path="fused", progress="auto", backend="cp
     header = container.Header(
         spec=predictor.spec,
         backend=predictor.backend,
-        length=arr.shape[0],
-        crc32=zlib.crc32(arr),
+        length=len(data),
+        crc32=zlib.crc32(data),
         model_hash=predictor.model_hash,
     )
-    return container.pack(header, payload)
+    return container.pack(header, prefix + payload)
 
 
 def decompress(blob, path="fused", progress="auto", backend=None):
@@ -193,26 +199,35 @@ def decompress(blob, path="fused", progress="auto", backend=None):
     except ValueError as err:
         raise ValueError(f"backend mismatch: the file was coded on {header.backend!r}: {err}") from None
     _readable_needs_cpu(predictor, path)
+    codes, length = {}, header.length
+    if predictor.word_codes:
+        codes, length, used = word_codes.unpack(payload, header.length)
+        payload = payload[used:]
     limit = max_decodable_length(len(payload), predictor.alphabet_size)
-    if header.length > limit:
+    if length > limit:
         raise ValueError(
-            f"header claims {header.length} bytes but a {len(payload)}-byte payload can hold at most {limit}"
+            f"header claims {length} coded bytes but a {len(payload)}-byte payload can hold at most {limit}"
         )
-    bar = _progress_bar(header.length, progress, "decompress")
+    bar = _progress_bar(length, progress, "decompress")
     try:
         out = None
         if path == "fused":
-            out = predictor.fused_decode(payload, header.length, _tick(bar))
+            out = predictor.fused_decode(payload, length, _tick(bar))
         elif path != "readable":
             raise ValueError(f"unknown coding path {path!r} (fused or readable)")
         if out is None:
-            out = _readable_decode(predictor, payload, header.length)
+            out = _readable_decode(predictor, payload, length)
     finally:
         if bar is not None:
             bar.close()
+    out = out.tobytes()
+    if codes:
+        if word_codes.decoded_length(out, codes) != header.length:  # checked before the words are expanded
+            raise ValueError("word codes: the decoded text does not expand to the original length (corrupt payload)")
+        out = word_codes.decode(out, codes)
     if zlib.crc32(out) != header.crc32:
         raise ValueError("CRC-32 mismatch: the payload is corrupt (decoded data differs from the original)")
-    return out.tobytes()
+    return out
 
 
 # ---------------------------------------------------------------------------

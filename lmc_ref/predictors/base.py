@@ -46,6 +46,9 @@ class Predictor(ABC):
     #: 2 per parameter for neural models, stored tables for pretrained count
     #: models, 0 for purely adaptive ones.
     model_bytes = 0
+    #: True if the compressor codes this model's input through ``lmc_ref.word_codes``
+    #: (frequent words replaced by unused byte values; the file holds the words).
+    word_codes = False
 
     @property
     @abstractmethod

@@ -326,6 +326,7 @@ class ContextMixingPredictor(Predictor):
     """Bitwise context-mixing model (``cm:mem=22``); see the module docstring."""
 
     bitwise = True
+    word_codes = True  # the compressor codes frequent words as single bytes (lmc_ref.word_codes)
 
     def __init__(self, mem=DEFAULT_MEM):
         if not MIN_MEM <= mem <= MAX_MEM:

@@ -28,6 +28,7 @@ from numba.core import cgutils, types
 from numba.extending import intrinsic
 
 from ..coder import decode_bit, encode_bit
+from ..word_codes import CODE_BYTES
 
 HASH_MUL = 0x9E3779B97F4A7C15
 MIX_MUL = 0xBF58476D1CE4E5B9
@@ -648,11 +649,23 @@ MIXER_OFFSETS = tuple(int(v) for v in np.cumsum((0,) + MIXER_SETS[:-1]))
 MIXER_ROWS = sum(MIXER_SETS)
 
 
+def _word_bytes():
+    """Which bytes the word models treat as letters: ASCII letters, and the code bytes of ``lmc_ref.word_codes``
+    (each stands for a whole word)."""
+    table = np.zeros(256, np.bool_)
+    table[ord("A"):ord("Z") + 1] = table[ord("a"):ord("z") + 1] = True
+    table[list(CODE_BYTES)] = True
+    return table
+
+
+WORD_BYTE = _word_bytes()
+
+
 @njit(cache=True, inline="always")
 def word_step(word, word_prev, byte):
-    """Word hashes after ``byte``: letters (case-folded) extend the word, anything else ends it."""
+    """Word hashes after ``byte``: letters (case-folded) and code bytes extend the word, anything else ends it."""
     lower = byte | 32 if 65 <= byte <= 90 else byte
-    if 97 <= lower <= 122:
+    if WORD_BYTE[byte]:
         return ((word + lower + 1) * 0x2F0F1) & 0xFFFFFFFF, word_prev
     if word != 0:
         return 0, word
