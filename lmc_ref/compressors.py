@@ -146,11 +146,12 @@ def compress(data, spec=DEFAULT_SPEC, path="fused", progress="auto", backend="cp
     predictor.use_backend(backend)
     _readable_needs_cpu(predictor, path)
     data = bytes(data)
-    prefix, coded = b"", data
-    if predictor.word_codes:  # frequent words -> unused byte values; the prefix lists them
-        codes = word_codes.choose(data)
+    prefix, coded, flags = b"", data, 0
+    codes = word_codes.choose(data) if predictor.word_codes else {}
+    if codes:  # frequent words -> unused byte values; a prefix of the payload lists them
         coded = word_codes.encode(data, codes)
         prefix = word_codes.pack(codes, len(coded))
+        flags = container.FLAG_WORD_CODES
     arr = np.frombuffer(coded, dtype=np.uint8)
     bar = _progress_bar(arr.shape[0], progress, "compress")
     try:
@@ -170,6 +171,7 @@ def compress(data, spec=DEFAULT_SPEC, path="fused", progress="auto", backend="cp
         length=len(data),
         crc32=zlib.crc32(data),
         model_hash=predictor.model_hash,
+        flags=flags,
     )
     return container.pack(header, prefix + payload)
 
@@ -200,7 +202,9 @@ def decompress(blob, path="fused", progress="auto", backend=None):
         raise ValueError(f"backend mismatch: the file was coded on {header.backend!r}: {err}") from None
     _readable_needs_cpu(predictor, path)
     codes, length = {}, header.length
-    if predictor.word_codes:
+    if header.flags & container.FLAG_WORD_CODES:
+        if not predictor.word_codes:
+            raise ValueError(f"the header's word-codes flag is not valid for {header.spec!r}")
         codes, length, used = word_codes.unpack(payload, header.length)
         payload = payload[used:]
     limit = max_decodable_length(len(payload), predictor.alphabet_size)

@@ -8,7 +8,7 @@ the result is right.  The header records all of it::
     offset  size  field
     0       4     magic  b"\\x89LMC"   (the high byte catches 7-bit/text-mode damage, as PNG's does)
     4       1     format version (``VERSION``)
-    5       1     flags (reserved, must be 0)
+    5       1     flags: bit 0 = the payload starts with a word-code prefix (``word_codes``); others 0
     6       2     S = length of the predictor spec, 1..1024            (little-endian)
     8       S     predictor spec, printable ASCII, e.g. "ngram:order=6,mem=20"
     .       1     H = length of the model hash: 0 (adaptive model) or 32 (SHA-256 of weights)
@@ -34,7 +34,8 @@ MAGIC = b"\x89LMC"
 # over the lowest symbols); 2 gives it to the last symbol (lmc_ref/quantize.py);
 # 3 adds the run model to ``cm`` (a different model codes different bits); 4 adds
 # ``cm``'s follower context and one-sided-history inputs; 5 starts ``cm``'s indirect,
-# match and run counters at priors instead of 1/2.
+# match and run counters at priors instead of 1/2, a second match candidate, and the
+# word-codes flag.
 # What decides the coded bits is recorded, so an old file is refused, not misread.
 VERSION = 5
 MAX_SPEC_LENGTH = 1024
@@ -43,6 +44,8 @@ MAX_BACKEND_LENGTH = 32
 #: Largest original size a header may claim (1 TiB): bounds every allocation.
 MAX_ORIGINAL_LENGTH = 1 << 40
 MAX_PAYLOAD_LENGTH = 1 << 40
+FLAG_WORD_CODES = 1       # the payload starts with ``word_codes.pack``'s prefix
+KNOWN_FLAGS = FLAG_WORD_CODES
 
 
 @dataclass(frozen=True)
@@ -55,6 +58,7 @@ class Header:
     crc32: int
     model_hash: bytes = b""
     version: int = VERSION
+    flags: int = 0
 
     def validate(self):
         """Raise ``ValueError`` if any field is out of range (used by pack and unpack)."""
@@ -72,6 +76,8 @@ class Header:
             raise ValueError(f"original length {self.length} exceeds the format limit {MAX_ORIGINAL_LENGTH}")
         if not 0 <= self.crc32 < 1 << 32:
             raise ValueError("CRC-32 must be a 32-bit unsigned value")
+        if not 0 <= self.flags <= 255 or self.flags & ~KNOWN_FLAGS:
+            raise ValueError(f"unknown flags 0x{self.flags:02x}")
 
 
 def pack(header, payload):
@@ -83,7 +89,7 @@ def pack(header, payload):
     backend = header.backend.encode("ascii")
     head = b"".join([
         MAGIC,
-        struct.pack("<BBH", header.version, 0, len(spec)),
+        struct.pack("<BBH", header.version, header.flags, len(spec)),
         spec,
         struct.pack("<B", len(header.model_hash)),
         header.model_hash,
@@ -125,7 +131,7 @@ def unpack(blob):
     version, flags, spec_len = r.unpack("<BBH", "version field")
     if version != VERSION:
         raise ValueError(f"unsupported .lmc format version {version} (this lmc_ref reads {VERSION})")
-    if flags != 0:
+    if flags & ~KNOWN_FLAGS:
         raise ValueError(f"unknown flags 0x{flags:02x} in header")
     if not 1 <= spec_len <= MAX_SPEC_LENGTH:
         raise ValueError(f"predictor spec length {spec_len} outside 1..{MAX_SPEC_LENGTH}")
@@ -153,7 +159,8 @@ def unpack(blob):
         backend = backend_raw.decode("ascii")
     except UnicodeDecodeError:
         raise ValueError("predictor spec or backend name is not ASCII") from None
-    header = Header(spec=spec, backend=backend, length=length, crc32=crc, model_hash=model_hash, version=version)
+    header = Header(spec=spec, backend=backend, length=length, crc32=crc, model_hash=model_hash, version=version,
+                    flags=flags)
     header.validate()
     return header, bytes(blob[r.pos :])
 

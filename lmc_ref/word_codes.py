@@ -21,14 +21,15 @@ The transform is deliberately small:
 
 A word gains the coded text about a tenth of a bit per occurrence, while its
 entry in the file costs about 40 bits, hence the high ``MIN_COUNT``: on small
-inputs no word qualifies and the transform costs one byte.  The context
+inputs no word qualifies, and the file is the same as without the transform
+(the container's flag says whether a word list is there).  The context
 models treat code bytes as letters (``word_step``), so a coded word is still a
 word to the word models.
 
-Format of the prefix that ``pack`` writes before the model's payload::
+Format of the prefix that ``pack`` writes before the model's payload, when
+the container header has ``FLAG_WORD_CODES``::
 
-    1 byte   K, the number of words (0 .. len(CODE_BYTES)); K = 0: no transform
-    then, if K > 0:
+    1 byte   K, the number of words (1 .. len(CODE_BYTES))
     8 bytes  length of the coded text (little-endian)
     K times  code byte, word length L, then the L letters of the word
 """
@@ -83,9 +84,9 @@ def decoded_length(text, codes):
 
 
 def pack(codes, coded_length):
-    """The file prefix that records ``codes`` and the length of the coded text."""
-    if not codes:
-        return b"\x00"
+    """The file prefix that records ``codes`` (at least one word) and the length of the coded text."""
+    if not 1 <= len(codes) <= len(CODE_BYTES):
+        raise ValueError(f"word codes: {len(codes)} words, not 1..{len(CODE_BYTES)}")
     out = bytearray([len(codes)]) + int(coded_length).to_bytes(8, "little")
     for w, c in codes.items():
         out += bytes([c, len(w)]) + w
@@ -98,16 +99,13 @@ def unpack(buf, max_coded_length):
     Every field is checked before use: at most ``len(CODE_BYTES)`` words of
     2..``MAX_WORD_LENGTH`` lowercase ASCII letters, each a distinct word with
     a distinct code from ``CODE_BYTES``, and a coded length of at most
-    ``max_coded_length`` (coding only shortens text).  With no words the coded
-    length is ``max_coded_length`` itself.
+    ``max_coded_length`` (coding only shortens text).
     """
     if len(buf) < 1:
         raise ValueError("word codes: the payload is empty (no word-code prefix)")
     k = buf[0]
-    if k == 0:
-        return {}, max_coded_length, 1
-    if k > len(CODE_BYTES):
-        raise ValueError(f"word codes: {k} words, at most {len(CODE_BYTES)}")
+    if not 1 <= k <= len(CODE_BYTES):
+        raise ValueError(f"word codes: {k} words, not 1..{len(CODE_BYTES)}")
     if len(buf) < 9:
         raise ValueError("word codes: truncated prefix")
     coded_length = int.from_bytes(buf[1:9], "little")

@@ -84,6 +84,7 @@ headers = st.builds(
     length=st.integers(0, MAX_ORIGINAL_LENGTH),
     crc32=st.integers(0, 2**32 - 1),
     model_hash=st.one_of(st.just(b""), st.binary(min_size=32, max_size=32)),
+    flags=st.sampled_from([0, container.FLAG_WORD_CODES]),
 )
 
 
@@ -279,7 +280,8 @@ def test_pack_rejects_oversized_payload():
     (dict(version=0), "version"),
     *[(dict(version=v), "version") for v in range(1, container.VERSION)],
     (dict(version=container.VERSION + 1), "version"),
-    (dict(flags=1), "flags"),
+    (dict(flags=2), "flags"),
+    (dict(flags=0x81), "flags"),
     (dict(spec=b"", spec_len=0), "spec length"),
     (dict(spec=b"x" * 1025), "spec length"),
     (dict(spec=b"x" * 2000, spec_len=2000), "spec length"),

@@ -232,9 +232,9 @@ def test_code_length_matches_model(enwik8_head):
             p1 = predictor.predict_bit() / 65536
             ideal -= math.log2(p1 if bit else 1 - p1)
             predictor.update_bit(bit)
-    _, payload = unpack(compress(data, SMALL, progress=False))
-    assert payload[0] == 0  # no word is frequent enough in 1500 bytes: a 1-byte word-code prefix
-    assert ideal - 1 <= 8 * len(payload[1:]) <= ideal + 9 + 1e-3
+    header, payload = unpack(compress(data, SMALL, progress=False))
+    assert header.flags == 0  # no word is frequent enough in 1500 bytes for word codes
+    assert ideal - 1 <= 8 * len(payload) <= ideal + 9 + 1e-3
 
 
 def test_corrupt_payload_is_detected():

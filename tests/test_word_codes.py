@@ -59,12 +59,14 @@ def test_pack_unpack_round_trip():
     codes = {b"the": 5, b"of": 127, b"and": 0xFF}
     buf = W.pack(codes, 1234) + b"payload"
     assert W.unpack(buf, 2000) == (codes, 1234, len(buf) - len(b"payload"))
-    assert W.unpack(W.pack({}, 99) + b"x", 2000) == ({}, 2000, 1)
+    with pytest.raises(ValueError, match="words"):
+        W.pack({}, 99)
 
 
 @pytest.mark.parametrize("buf,message", [
     (b"", "empty"),
-    (bytes([len(W.CODE_BYTES) + 1]) + bytes(8), "at most"),
+    (b"\x00" + bytes(8), "0 words"),
+    (bytes([len(W.CODE_BYTES) + 1]) + bytes(8), "words, not"),
     (b"\x01" + (10).to_bytes(8, "little"), "truncated"),
     (b"\x01" + (5000).to_bytes(8, "little") + b"\x05\x03the", "exceeds"),
     (b"\x01" + (10).to_bytes(8, "little") + b"\x41\x03the", "not a code byte"),
@@ -98,3 +100,20 @@ def test_a_damaged_word_list_is_detected():
     blob[at + 2] = ord("x")  # "the" -> "xhe": the same length, a different text
     with pytest.raises(ValueError):
         decompress(bytes(blob), progress=False)
+
+
+def test_without_frequent_words_the_file_has_no_word_list():
+    data = b"context mixing " * 40
+    header, payload = unpack(compress(data, SMALL, progress=False))
+    assert header.flags == 0
+    assert len(payload) < 60  # only the model's payload
+
+
+def test_word_codes_flag_on_another_model_is_refused():
+    from lmc_ref import container
+
+    header, payload = unpack(compress(b"abc" * 100, "ngram:order=2,mem=12", progress=False))
+    forged = container.pack(container.Header(spec=header.spec, backend=header.backend, length=header.length,
+                                             crc32=header.crc32, flags=container.FLAG_WORD_CODES), payload)
+    with pytest.raises(ValueError, match="word-codes flag"):
+        decompress(forged, progress=False)
