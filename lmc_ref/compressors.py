@@ -152,6 +152,7 @@ def compress(data, spec=DEFAULT_SPEC, path="fused", progress="auto", backend="cp
         coded = word_codes.encode(data, codes)
         prefix = word_codes.pack(codes, len(coded))
         flags = container.FLAG_WORD_CODES
+        predictor.use_word_codes(codes.values())
     arr = np.frombuffer(coded, dtype=np.uint8)
     bar = _progress_bar(arr.shape[0], progress, "compress")
     try:
@@ -207,6 +208,7 @@ def decompress(blob, path="fused", progress="auto", backend=None):
             raise ValueError(f"the header's word-codes flag is not valid for {header.spec!r}")
         codes, length, used = word_codes.unpack(payload, header.length)
         payload = payload[used:]
+        predictor.use_word_codes(codes.values())
     limit = max_decodable_length(len(payload), predictor.alphabet_size)
     if length > limit:
         raise ValueError(

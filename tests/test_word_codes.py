@@ -117,3 +117,16 @@ def test_word_codes_flag_on_another_model_is_refused():
                                              crc32=header.crc32, flags=container.FLAG_WORD_CODES), payload)
     with pytest.raises(ValueError, match="word-codes flag"):
         decompress(forged, progress=False)
+
+
+def test_word_models_treat_the_files_code_bytes_as_letters():
+    from lmc_ref.predictors import make_predictor
+
+    predictor = make_predictor(SMALL)
+    assert predictor.letters.sum() == 52 and not predictor.letters[2]  # plain input: ASCII letters only
+    predictor.use_word_codes([2, 0xFF])
+    predictor.reset()  # the letters belong to the input, not to the model's state
+    assert predictor.letters.sum() == 54 and predictor.letters[2] and predictor.letters[0xFF]
+    for byte in b"x \x02":
+        predictor.update(byte)
+    assert predictor.word != 0  # the code byte is a word

@@ -47,7 +47,8 @@ class Predictor(ABC):
     #: models, 0 for purely adaptive ones.
     model_bytes = 0
     #: True if the compressor codes this model's input through ``lmc_ref.word_codes``
-    #: (frequent words replaced by unused byte values; the file holds the words).
+    #: (frequent words replaced by unused byte values; the file holds the words);
+    #: such a predictor has ``use_word_codes(code_bytes)``, called before coding.
     word_codes = False
 
     @property

@@ -332,7 +332,13 @@ class ContextMixingPredictor(Predictor):
         if not MIN_MEM <= mem <= MAX_MEM:
             raise ValueError(f"cm mem must be in {MIN_MEM}..{MAX_MEM}, got {mem}")
         self.mem = mem
+        self.letters = K.word_letters()  # kept by reset(): it belongs to the input, not to the model's state
         self.reset()
+
+    def use_word_codes(self, code_bytes):
+        """The input's frequent words are coded as ``code_bytes`` (``lmc_ref.word_codes``): the word
+        models treat those bytes as letters.  Called by the compressor before coding, on both sides."""
+        self.letters = K.word_letters(code_bytes)
 
     @classmethod
     def from_params(cls, **params):
@@ -344,7 +350,7 @@ class ContextMixingPredictor(Predictor):
     def help_text(cls):
         return (
             f"cm:mem=N  bitwise context mixing (orders 0-4, 6, 2 word models, follower, runs, match; "
-            f"4 mixers, 2 APMs), "
+            f"4 mixers, 2 APMs; the compressor codes words seen 256+ times as single bytes), "
             f"2**N counters per context model (N {MIN_MEM}..{MAX_MEM}, default {DEFAULT_MEM}: "
             f"{memory_bytes(DEFAULT_MEM) / 2**20:.0f} MiB of tables; N={MAX_MEM}: "
             f"{memory_bytes(MAX_MEM) / 2**20:.0f} MiB)"
@@ -414,7 +420,7 @@ class ContextMixingPredictor(Predictor):
         self.pos += 1
         self.c8 = ((self.c8 << 8) | (self.c4 >> 24)) & 0xFFFFFFFF
         self.c4 = ((self.c4 << 8) | byte) & 0xFFFFFFFF
-        self.word, self.word_prev = (int(v) for v in K.word_step(self.word, self.word_prev, byte))
+        self.word, self.word_prev = (int(v) for v in K.word_step(self.word, self.word_prev, byte, self.letters))
         K.follow_step(self.contexts.follow, self.c4)
         self.run.end_of_byte(self.contexts, byte)
         self.contexts.set_contexts(self.c4, self.c8, self.word, self.word_prev)
@@ -463,7 +469,7 @@ class ContextMixingPredictor(Predictor):
             K.code_block(hist, start, end, decode, s, self.order0.t, self.contexts.tables, self.contexts.histories.t,
                          self.contexts.hashes, self.contexts.slots, self.match.table, self.match.counters.t,
                          self.mixer.weights, self.apm1.t, self.apm2.t, self.run.counters.t,
-                         self.contexts.follow, self.contexts.bucket_bits, self.match.bits, st, buf, payload, ideal)
+                         self.contexts.follow, self.letters, self.contexts.bucket_bits, self.match.bits, st, buf, payload, ideal)
 
         return code_block
 

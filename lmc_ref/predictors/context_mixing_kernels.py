@@ -28,7 +28,6 @@ from numba.core import cgutils, types
 from numba.extending import intrinsic
 
 from ..coder import decode_bit, encode_bit
-from ..word_codes import CODE_BYTES
 
 HASH_MUL = 0x9E3779B97F4A7C15
 MIX_MUL = 0xBF58476D1CE4E5B9
@@ -649,23 +648,23 @@ MIXER_OFFSETS = tuple(int(v) for v in np.cumsum((0,) + MIXER_SETS[:-1]))
 MIXER_ROWS = sum(MIXER_SETS)
 
 
-def _word_bytes():
-    """Which bytes the word models treat as letters: ASCII letters, and the code bytes of ``lmc_ref.word_codes``
-    (each stands for a whole word)."""
+def word_letters(code_bytes=()):
+    """Which bytes the word models treat as letters: ASCII letters, and the ``code_bytes`` that
+    ``lmc_ref.word_codes`` gave to whole words in this input (a code byte is a word of its own)."""
     table = np.zeros(256, np.bool_)
     table[ord("A"):ord("Z") + 1] = table[ord("a"):ord("z") + 1] = True
-    table[list(CODE_BYTES)] = True
+    table[list(code_bytes)] = True
     return table
 
 
-WORD_BYTE = _word_bytes()
-
-
 @njit(cache=True, inline="always")
-def word_step(word, word_prev, byte):
-    """Word hashes after ``byte``: letters (case-folded) and code bytes extend the word, anything else ends it."""
+def word_step(word, word_prev, byte, letters):
+    """Word hashes after ``byte``: letters (case-folded) extend the word, anything else ends it.
+
+    ``letters`` (see ``word_letters``) says which bytes are letters.
+    """
     lower = byte | 32 if 65 <= byte <= 90 else byte
-    if WORD_BYTE[byte]:
+    if letters[byte]:
         return ((word + lower + 1) * 0x2F0F1) & 0xFFFFFFFF, word_prev
     if word != 0:
         return 0, word
@@ -756,7 +755,7 @@ def byte_pdf(pdf, predicted, mm_len, c4, t0, tables, hist_sm, hashes, slots, mm_
 # --8<-- [start:code_block]
 @njit(cache=True)
 def code_block(hist, start, end, decode, s, t0, tables, hist_sm, hashes, slots, mm_table, mm_sm, weights,
-               apm1, apm2, run_sm, follow, bucket_bits, mm_bits, st, buf, payload, ideal):
+               apm1, apm2, run_sm, follow, letters, bucket_bits, mm_bits, st, buf, payload, ideal):
     """Predict + (en|de)code + update, 8 bits per byte, for bytes [start, end) of ``hist``.
 
     Decoding writes each byte into ``hist`` as it completes; encoding reads it.
@@ -887,7 +886,7 @@ def code_block(hist, start, end, decode, s, t0, tables, hist_sm, hashes, slots, 
         pos += 1
         c8 = ((c8 << 8) | (c4 >> 24)) & 0xFFFFFFFF
         c4 = ((c4 << 8) | byte) & 0xFFFFFFFF
-        word, word_prev = word_step(word, word_prev, byte)
+        word, word_prev = word_step(word, word_prev, byte, letters)
         follow_step(follow, c4)
         run_store(tables, hashes, ridx, rb, rc, byte)
         context_hashes(hashes, c4, c8, word, word_prev, follow)
