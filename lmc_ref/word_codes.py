@@ -44,7 +44,20 @@ import numpy as np
 CODE_BYTES = tuple([*range(0, 9), 11, 12, *range(14, 32), 127, 0xC0, 0xC1, *range(0xF5, 0x100)])
 MIN_COUNT = 256         # a word must occur this often to earn a code (see the module docstring)
 MAX_WORD_LENGTH = 32    # longer words are left as they are
-_WORD = re.compile(rb"[A-Za-z]+")
+BLOCK = 1 << 20          # inputs are split into words a block at a time, to bound memory
+_WORDS = re.compile(rb"([A-Za-z]+)")   # split() keeps the words: [gap, word, gap, ..., word, gap]
+_NON_LETTER = re.compile(rb"[^A-Za-z]")
+
+
+def blocks(data):
+    """``data`` in pieces of about ``BLOCK`` bytes, each cut where a word ends (so no word is cut)."""
+    start = 0
+    while start < len(data):
+        m = _NON_LETTER.search(data, min(start + BLOCK, len(data)))
+        end = m.start() if m else len(data)
+        end = max(end, start + 1)
+        yield data[start:end]
+        start = end
 
 
 # --8<-- [start:word_codes]
@@ -54,8 +67,11 @@ def choose(data):
     free = [b for b in CODE_BYTES if not used[b]]
     if not free:
         return {}
-    counts = Counter(w for w in _WORD.findall(data) if w.islower() and 2 <= len(w) <= MAX_WORD_LENGTH)
-    ranked = sorted((w for w, n in counts.items() if n >= MIN_COUNT), key=lambda w: (-counts[w], w))
+    counts = Counter()
+    for block in blocks(data):
+        counts.update(_WORDS.split(block)[1::2])  # the words: every other run
+    ranked = sorted((w for w, n in counts.items() if n >= MIN_COUNT and 2 <= len(w) <= MAX_WORD_LENGTH
+                     and w.islower()), key=lambda w: (-counts[w], w))
     return dict(zip(ranked, free))
 
 
@@ -64,7 +80,12 @@ def encode(data, codes):
     if not codes:
         return bytes(data)
     table = {w: bytes([c]) for w, c in codes.items()}
-    return _WORD.sub(lambda m: table.get(m.group(), m.group()), data)
+    out = []
+    for block in blocks(data):
+        runs = _WORDS.split(block)
+        runs[1::2] = [table.get(w, w) for w in runs[1::2]]
+        out.append(b"".join(runs))
+    return b"".join(out)
 
 
 def decode(text, codes):

@@ -32,6 +32,25 @@ def test_decode_inverts_encode(parts, coded_words):
     assert len(text) <= len(data)
 
 
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.sampled_from([b"the", b"of", b"The", b"a", b" ", b"\n", b"x", b"\xff"]), max_size=80))
+def test_blocks_never_cut_a_word(parts):
+    data = b"".join(parts)
+    codes = {b"the": 2, b"of": 3}
+    whole = W.encode(data, codes)
+    block = W.BLOCK
+    try:
+        W.BLOCK = 5
+        pieces = list(W.blocks(data))
+        small = W.encode(data, codes)
+    finally:
+        W.BLOCK = block
+    assert b"".join(pieces) == data and all(pieces)
+    for a, b in zip(pieces, pieces[1:]):
+        assert not (a[-1:].isalpha() and b[:1].isalpha())
+    assert small == whole
+
+
 @given(st.binary(max_size=3000))
 def test_arbitrary_bytes_round_trip_through_choose(data):
     codes = W.choose(data)
