@@ -121,7 +121,8 @@ class ContextModels:
         self.hashes = np.zeros(K.N_HASHED, dtype=np.uint64)
         self.slots = np.zeros(K.N_HASHED, dtype=np.int64)
         self.follow = np.zeros(256, dtype=np.uint16)  # per byte: the two bytes that followed it last (follow_step)
-        self.histories = Counters(K.HISTORY_COUNTERS, K.LIMIT_HISTORY, K.history_prior())  # (model, bit position, history) -> p
+        # (model, bit position, history) -> p
+        self.histories = Counters(K.HISTORY_COUNTERS, K.LIMIT_HISTORY, K.history_prior())
 
     def set_contexts(self, c4, c8, word, word_prev):
         """New byte: hash the eight contexts (from the last 8 bytes, the word hashes and the followers)."""
@@ -469,7 +470,8 @@ class ContextMixingPredictor(Predictor):
             K.code_block(hist, start, end, decode, s, self.order0.t, self.contexts.tables, self.contexts.histories.t,
                          self.contexts.hashes, self.contexts.slots, self.match.table, self.match.counters.t,
                          self.mixer.weights, self.apm1.t, self.apm2.t, self.run.counters.t,
-                         self.contexts.follow, self.letters, self.contexts.bucket_bits, self.match.bits, st, buf, payload, ideal)
+                         self.contexts.follow, self.letters, self.contexts.bucket_bits, self.match.bits,
+                         st, buf, payload, ideal)
 
         return code_block
 
