@@ -54,8 +54,7 @@ def blocks(data):
     start = 0
     while start < len(data):
         m = _NON_LETTER.search(data, min(start + BLOCK, len(data)))
-        end = m.start() if m else len(data)
-        end = max(end, start + 1)
+        end = m.start() if m else len(data)  # > start: the search starts after it
         yield data[start:end]
         start = end
 

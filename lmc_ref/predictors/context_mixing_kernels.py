@@ -42,6 +42,7 @@ APM_ROWS = 33             # APM interpolation knots per context
 MATCH_COUNTERS = 56 * 8 * 256   # match model: (length bucket, expected bit), bit position, previous byte
 MATCH_LONG = 10           # the match model's second candidate follows the last 10 bytes
 MATCH_VERIFY = 32         # a candidate's match length is counted back this far at most
+MATCH_SHORT = 16          # a match shorter than this may give way to the 10-byte candidate
 RUN_COUNTERS = N_RUNS * 16 * 2 * 8   # run model: (run, run length 1..15+, expected bit, bit position)
 X_MATCH = 2 * N_HASHED + 1    # the mixer input of the match model; X_MATCH + 1: the bias; then the runs
 X_RUN = 2 * N_HASHED + 3
@@ -389,7 +390,7 @@ def match_byte_update(hist, pos, mm_table, mm_bits, h6, mm_len, mm_ptr):
     Row 0 of ``mm_table`` maps the hash ``h6`` of the last 6 bytes to the
     position that followed them last time, row 1 the hash of the last
     ``MATCH_LONG`` bytes.  Without a match the 6-byte candidate is tried;
-    then, while the match is shorter than 16 bytes, the longer context's
+    then, while the match is shorter than ``MATCH_SHORT`` bytes, the longer context's
     candidate replaces it if it agrees further back: the last place where 6
     bytes occurred is often a worse guess than the last place where 10 did
     (0.02 points on enwik8_head).  Returns the new (length, pointer); length
@@ -412,7 +413,7 @@ def match_byte_update(hist, pos, mm_table, mm_bits, h6, mm_len, mm_ptr):
         mm_table[0, idx] = pos
     if pos >= MATCH_LONG:
         idx = np.int64(history_hash(hist, pos, MATCH_LONG) >> np.uint64(64 - mm_bits))
-        if mm_len < 16:
+        if mm_len < MATCH_SHORT:
             cand = np.int64(mm_table[1, idx])
             if cand > 0 and cand != mm_ptr:
                 n = match_length_at(hist, pos, cand)
