@@ -35,9 +35,10 @@ MAGIC = b"\x89LMC"
 # 3 adds the run model to ``cm`` (a different model codes different bits); 4 adds
 # ``cm``'s follower context and one-sided-history inputs; 5 starts ``cm``'s indirect,
 # match and run counters at priors instead of 1/2, a second match candidate, and the
-# word-codes flag.
+# word-codes flag; 6 replaces ``cm``'s order-1 context by byte classes, gives its
+# hash buckets a third candidate and its mixers a higher learning rate.
 # What decides the coded bits is recorded, so an old file is refused, not misread.
-VERSION = 5
+VERSION = 6
 MAX_SPEC_LENGTH = 1024
 HASH_LENGTHS = (0, 32)
 MAX_BACKEND_LENGTH = 32

@@ -14,7 +14,7 @@ says what it predicts and how it learns):
 
 1. ``squash`` / ``stretch``: the logistic function and its inverse, in integers;
 2. ``Counters``: adaptive probabilities, one per context slot;
-3. ``ContextModels``: orders 1, 2, 3, 4, 6, two word models and a follower context, hashed into tables;
+3. ``ContextModels``: byte classes, orders 2, 3, 4, 6, two word models and a follower context, hashed into tables;
 4. ``MatchModel``: the longest earlier occurrence of the recent bytes predicts the next bit;
 5. ``RunModel``: the byte that last followed each hashed context predicts it again;
 6. ``Mixer``: four gated logistic mixers (weight sets chosen by small contexts), averaged;
@@ -87,9 +87,10 @@ class Counters:
 
 # --8<-- [start:context_models]
 class ContextModels:
-    """Order-1, 2, 3, 4, 6, two word contexts and a follower context, each hashed into its own table of slots.
+    """Byte classes, orders 2, 3, 4, 6, two word contexts and a follower context, each hashed into its own table.
 
-    Predicts: for each model, P(bit = 1) given its context (the last k bytes;
+    Predicts: for each model, P(bit = 1) given its context (the top 3 bits
+    of the last three bytes; the last k bytes;
     the current word with the previous word or with the previous byte,
     letters case-folded; the previous byte with the two bytes that followed
     its last two occurrences; see ``context_hashes``) and the bits of the current
@@ -209,7 +210,8 @@ class RunModel:
     trust than one seen once.  One mixer input per run model; 0 when the
     context has no run or the byte has already left it.  (Runs of the order-1
     and follower contexts gained 0.007 points on enwik8_head for 6 % of the
-    speed, so those two models have none.)
+    speed, so the follower has none, nor the byte-class model that later
+    replaced order 1.)
     Learns: the counters that predicted, and at each byte boundary every
     context's run (it grows if the byte repeats it, else restarts at 1).
     A run takes no memory of its own: it is kept in the spare top half of the
@@ -350,7 +352,7 @@ class ContextMixingPredictor(Predictor):
     @classmethod
     def help_text(cls):
         return (
-            f"cm:mem=N  bitwise context mixing (orders 0-4, 6, 2 word models, follower, runs, match; "
+            f"cm:mem=N  bitwise context mixing (orders 0, 2-4, 6, byte classes, 2 word models, follower, runs, match; "
             f"4 mixers, 2 APMs; the compressor codes words seen 256+ times as single bytes), "
             f"2**N counters per context model (N {MIN_MEM}..{MAX_MEM}, default {DEFAULT_MEM}: "
             f"{memory_bytes(DEFAULT_MEM) / 2**20:.0f} MiB of tables; N={MAX_MEM}: "
