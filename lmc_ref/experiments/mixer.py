@@ -22,7 +22,7 @@ from ..predictors import fused
 from ..predictors.context_mixing import ContextMixingPredictor
 
 #: Inputs in mixer order (see ``ContextModels.add_inputs`` and ``context_mixing_kernels``).
-HASHED = ("o1", "o2", "o3", "o4", "o6", "word+prev", "word+o1", "follower")  # see context_hashes
+HASHED = ("classes", "o2", "o3", "o4", "o6", "word+prev", "word+o1", "follower")  # see context_hashes
 INPUTS = (("o0",) + tuple(f"{h} direct" for h in HASHED) + tuple(f"{h} history" for h in HASHED) + ("match", "bias")
           + tuple(f"{h} run" for h in HASHED[K.RUN_MODEL0:K.RUN_MODEL0 + K.N_RUNS])
           + tuple(f"{h} one-sided" for h in HASHED) + ("match length",))
