@@ -485,6 +485,14 @@ class ContextMixingPredictor(Predictor):
         self.reset()  # the fused loop leaves the readable state behind; start clean
         return float(ideal[0])
 
+    def byte_costs(self, data):
+        """The ideal code length of each byte of ``data`` (uint8 array) in bits, from an empty state:
+        where the model spends its bits (``lmc_ref.experiments.costs``).  Sums to ``ideal_bits(data)``."""
+        ideal = np.zeros(len(data) + 1)
+        fused.encode(data, self._block_coder(ideal), BLOCK, 8 * 18)
+        self.reset()
+        return ideal[1:]
+
     def fused_encode(self, data, progress=None):
         payload = fused.encode(data, self._block_coder(), BLOCK, 8 * 18, progress)
         self.reset()

@@ -776,7 +776,8 @@ def code_block(hist, start, end, decode, s, t0, tables, hist_sm, hashes, slots, 
     Decoding writes each byte into ``hist`` as it completes; encoding reads it.
     If ``ideal`` has an element, ``ideal[0]`` accumulates -log2 of each coded
     bit's probability (the model's ideal code length; the model is integer, so
-    there is no separate float model).
+    there is no separate float model); if it has ``len(hist) + 1``,
+    ``ideal[1 + i]`` also accumulates byte ``i``'s share (``byte_costs``).
     The body spells out ``ContextMixingPredictor.predict_bit`` / ``update_bit``
     step by step, with the same scalar kernels.  The per-bit arrays are touched
     here and not passed to helper functions, which keeps Numba from
@@ -857,7 +858,10 @@ def code_block(hist, start, end, decode, s, t0, tables, hist_sm, hashes, slots, 
                 bit = (byte >> k) & 1
                 encode_bit(st, buf, bit, p)
             if ideal.shape[0] > 0:
-                ideal[0] -= np.log2((p if bit else 65536 - p) / 65536.0)
+                cost = -np.log2((p if bit else 65536 - p) / 65536.0)
+                ideal[0] += cost
+                if ideal.shape[0] > 1:
+                    ideal[1 + i] += cost
             # ---- update (the same steps as update_bit)
             t0[c0] = counter_next(np.int64(t0[c0]), bit, LIMIT_ORDER0)
             for m in range(N_HASHED):
