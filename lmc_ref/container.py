@@ -36,9 +36,10 @@ MAGIC = b"\x89LMC"
 # ``cm``'s follower context and one-sided-history inputs; 5 starts ``cm``'s indirect,
 # match and run counters at priors instead of 1/2, a second match candidate, and the
 # word-codes flag; 6 replaces ``cm``'s order-1 context by byte classes, gives its
-# hash buckets a third candidate and its mixers a higher learning rate.
+# hash buckets a third candidate and its mixers a higher learning rate; 7 adds the
+# text-shape context and class-selected mixer, order 5 for 6, slower APMs late on.
 # What decides the coded bits is recorded, so an old file is refused, not misread.
-VERSION = 6
+VERSION = 7
 MAX_SPEC_LENGTH = 1024
 HASH_LENGTHS = (0, 32)
 MAX_BACKEND_LENGTH = 32

@@ -127,10 +127,10 @@ def test_run_model_counts_repeats_and_predicts_the_byte():
     for byte in b"ab" * 5 + b"a":
         predictor.update(byte)
     run = predictor.run
-    assert (K.RUN_MODEL0, K.N_RUNS) == (1, 6)  # runs of orders 2, 3, 4, 6 and the two word models
-    # orders 2, 3, 4 and 6 predict "b", seen 4, 4, 3 and 2 times in a row after these contexts;
+    assert (K.RUN_MODEL0, K.N_RUNS) == (1, 6)  # runs of orders 2, 3, 4, 5 and the two word models
+    # orders 2, 3, 4 and 5 predict "b", seen 4, 4, 3 and 3 times in a row after these contexts;
     # the word models see one ever longer word, never the same context
-    assert list(run.byte[:4]) == [ord("b")] * 4 and list(run.count) == [4, 4, 3, 2, 0, 0]
+    assert list(run.byte[:4]) == [ord("b")] * 4 and list(run.count) == [4, 4, 3, 3, 0, 0]
     x = np.zeros(K.N_INPUTS, np.int64)
     # the first bit of "b" (0x62 = 0110 0010) is 0: no run input says 1, and those whose
     # counter (per run length) has been trained already say 0 with confidence
@@ -146,6 +146,48 @@ def test_run_model_counts_repeats_and_predicts_the_byte():
 
 
 # ------------------------------------------------------------ byte pdf ----
+
+def test_byte_classes():
+    classes = K.byte_classes()
+    names = {ch: int(classes[ord(ch)]) for ch in "aZ7 \n.'([{|<=/&"}
+    assert len(set(names.values())) == len(names)  # each of these in a class of its own
+    assert classes[ord("q")] == names["a"] and classes[ord("B")] == names["Z"] and classes[ord(")")] == names["("]
+    assert classes[0] == classes[0xFF] == classes[ord("~")] == 15  # anything else
+    assert K.byte_classes([2, 0xFF])[[2, 0xFF]].tolist() == [0, 0]  # word-code bytes are lowercase words
+
+
+def test_shape_keeps_the_classes_of_the_last_six_runs():
+    classes = K.byte_classes()
+    shape, run_length = 0, 0
+    for byte in b"[[Paris]], 12":
+        shape, run_length = K.shape_step(shape, run_length, classes[byte])
+    runs = [(shape >> (4 * i)) & 15 for i in range(6)]  # latest first
+    assert runs == [classes[ord(c)] for c in "2 ,]aP"] and run_length == 2
+    shape, run_length = K.shape_step(shape, run_length, classes[ord("3")])
+    assert run_length == 3 and shape < 1 << 24
+
+
+def test_shape_context_is_the_same_for_different_words_of_the_same_shape():
+    """ "See [[Paris" and "See [[Tokyo" differ in every letter of the last word but have one shape:
+    the shape context is the same, every byte and word context differs."""
+    hashes = []
+    for text in (b"See [[Paris", b"See [[Tokyo"):
+        model = make_predictor(SMALL)
+        for byte in text:
+            model.update(byte)
+        hashes.append(model.contexts.hashes.copy())
+    assert hashes[0][7] == hashes[1][7] and hashes[0][0] == hashes[1][0]  # shape; classes of the last 3 bytes
+    assert all(hashes[0][k] != hashes[1][k] for k in range(1, 7))  # orders 2-5, the word contexts
+
+
+def test_mixer_1_is_selected_by_class_run_length_and_familiarity():
+    lower = int(K.byte_classes()[ord("e")])
+    rows = [K.mixer_rows(known, lower, run_length, 0, 5, 0, 2)[0] for known, run_length in
+            ((8, 4), (8, 9), (7, 4), (6, 4), (8, 1), (8, 0))]
+    assert rows[0] == rows[1] == rows[2] != rows[3]  # 4+ letters alike; 7 or 8 known alike
+    assert rows[4] == rows[5] != rows[0]  # no byte yet counts as a run of 1
+    assert all(0 <= r < K.MIXER_SETS[0] for r in rows)
+
 
 def test_pdf_is_the_product_of_bit_probabilities(enwik8_head):
     predictor = make_predictor(SMALL)

@@ -3,8 +3,9 @@
 The mixer has one weight per input (order 0; the direct and the indirect
 prediction of each hashed context model; the match model; a bias; the run
 predictions; each hashed context model's one-sided-history input; the match
-length) in each weight set.  This traces one much-used set of the first mixer: the first bit
-of a byte when all eight hashed contexts have been seen before.  The fused
+length) in each weight set.  This traces one much-used set of the first mixer: the fourth
+bit of a lowercase letter (a-o or p-z?) after four or more letters of a word, when at least
+seven of the eight hashed contexts have been seen before.  The fused
 coder updates the weights in place, so snapshots are taken between blocks.
 
     python -m lmc_ref.experiments.mixer [--bytes N] [--out PNG]
@@ -22,7 +23,7 @@ from ..predictors import fused
 from ..predictors.context_mixing import ContextMixingPredictor
 
 #: Inputs in mixer order (see ``ContextModels.add_inputs`` and ``context_mixing_kernels``).
-HASHED = ("classes", "o2", "o3", "o4", "o6", "word+prev", "word+o1", "follower")  # see context_hashes
+HASHED = ("classes", "o2", "o3", "o4", "o5", "word+prev", "word+o1", "shape")  # see context_hashes
 INPUTS = (("o0",) + tuple(f"{h} direct" for h in HASHED) + tuple(f"{h} history" for h in HASHED) + ("match", "bias")
           + tuple(f"{h} run" for h in HASHED[K.RUN_MODEL0:K.RUN_MODEL0 + K.N_RUNS])
           + tuple(f"{h} one-sided" for h in HASHED) + ("match length",))
@@ -33,7 +34,8 @@ def trace(text, block=4096, mem=16):
     """``(positions, weights [snapshots, inputs])`` of the traced weight set while coding ``text``."""
     model = ContextMixingPredictor(mem)
     code_block = model._block_coder()
-    row = K.N_HASHED * 256 + 1  # all hashed contexts known, first bit of the byte (partial byte c0 = 1)
+    # 7+ contexts known, a run of 4+ bytes of class 0 (lowercase), partial byte 1011 (the next byte is 0x60..0x7f)
+    row = ((1 * 4 + 3) * 16 + 0) * 256 + 0b1011
     positions, snapshots = [0], [model.mixer.weights[row].copy()]
 
     def snapshot(n):
@@ -57,7 +59,7 @@ def plot(positions, weights, path):
                 label=INPUTS[i] if rank < 8 else None, alpha=1.0 if rank < 6 else 0.5)
     ax.set_xlabel("kilobytes of enwik8 coded")
     ax.set_ylabel("mixer weight")
-    ax.set_title("cm: weights of one mixer set (first bit of a byte, all contexts known)", fontsize=9)
+    ax.set_title("cm: weights of one mixer set (4th bit of a letter, 4+ letters into a word)", fontsize=9)
     ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
     fig.savefig(path, dpi=120)

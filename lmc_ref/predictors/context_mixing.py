@@ -14,7 +14,7 @@ says what it predicts and how it learns):
 
 1. ``squash`` / ``stretch``: the logistic function and its inverse, in integers;
 2. ``Counters``: adaptive probabilities, one per context slot;
-3. ``ContextModels``: byte classes, orders 2, 3, 4, 6, two word models and a follower context, hashed into tables;
+3. ``ContextModels``: byte classes, orders 2, 3, 4, 5, two word models and the text's shape, hashed into tables;
 4. ``MatchModel``: the longest earlier occurrence of the recent bytes predicts the next bit;
 5. ``RunModel``: the byte that last followed each hashed context predicts it again;
 6. ``Mixer``: four gated logistic mixers (weight sets chosen by small contexts), averaged;
@@ -87,13 +87,13 @@ class Counters:
 
 # --8<-- [start:context_models]
 class ContextModels:
-    """Byte classes, orders 2, 3, 4, 6, two word contexts and a follower context, each hashed into its own table.
+    """Byte classes, orders 2, 3, 4, 5, two word contexts and the text's shape, each hashed into its own table.
 
-    Predicts: for each model, P(bit = 1) given its context (the top 3 bits
-    of the last three bytes; the last k bytes;
-    the current word with the previous word or with the previous byte,
-    letters case-folded; the previous byte with the two bytes that followed
-    its last two occurrences; see ``context_hashes``) and the bits of the current
+    Predicts: for each model, P(bit = 1) given its context (the classes of
+    the last three bytes; the last k bytes; the current word with the
+    previous word or with the previous byte, letters case-folded; the
+    classes of the last six runs of same-class bytes with the length of the
+    last one; see ``context_hashes``) and the bits of the current
     byte seen so far, twice: *directly*, from the probability the slot has
     learned, and *indirectly*, from the slot's bit history (how many zeros
     and ones it saw, recent ones weighing more; see ``history_step``) through
@@ -121,13 +121,12 @@ class ContextModels:
         self.bucket_bits = mem - 4
         self.hashes = np.zeros(K.N_HASHED, dtype=np.uint64)
         self.slots = np.zeros(K.N_HASHED, dtype=np.int64)
-        self.follow = np.zeros(256, dtype=np.uint16)  # per byte: the two bytes that followed it last (follow_step)
         # (model, bit position, history) -> p
         self.histories = Counters(K.HISTORY_COUNTERS, K.LIMIT_HISTORY, K.history_prior())
 
-    def set_contexts(self, c4, c8, word, word_prev):
-        """New byte: hash the eight contexts (from the last 8 bytes, the word hashes and the followers)."""
-        K.context_hashes(self.hashes, c4, c8, word, word_prev, self.follow)
+    def set_contexts(self, c4, c8, word, word_prev, shape, run_length, classes):
+        """New byte: hash the eight contexts (from the last 8 bytes, the word hashes and the text's shape)."""
+        K.context_hashes(self.hashes, c4, c8, word, word_prev, shape, run_length, classes)
 
     def select_nibble(self, c0):
         """New nibble: claim the bucket of (context, partial byte ``c0``) in every table."""
@@ -192,15 +191,15 @@ class MatchModel:
     def update(self, bit):
         self.counters.update(self.ctx, bit)
 
-    def end_of_byte(self, hist, pos, h6):
+    def end_of_byte(self, hist, pos):
         self.length, self.ptr = (int(v) for v in
-                                 K.match_byte_update(hist, pos, self.table, self.bits, h6, self.length, self.ptr))
+                                 K.match_byte_update(hist, pos, self.table, self.bits, self.length, self.ptr))
 # --8<-- [end:match_model]
 
 
 # --8<-- [start:run_model]
 class RunModel:
-    """Each context of orders 2, 3, 4, 6 and of the word models remembers the byte that followed it
+    """Each context of orders 2, 3, 4, 5 and of the word models remembers the byte that followed it
     last, and how many times in a row.
 
     Predicts: while the bits of the current byte agree with that byte, the
@@ -210,8 +209,8 @@ class RunModel:
     trust than one seen once.  One mixer input per run model; 0 when the
     context has no run or the byte has already left it.  (Runs of the order-1
     and follower contexts gained 0.007 points on enwik8_head for 6 % of the
-    speed, so the follower has none, nor the byte-class model that later
-    replaced order 1.)
+    speed, so they had none; nor have the two class contexts that later took
+    their places.  A run for the shape context gained 0.013 for 5 %.)
     Learns: the counters that predicted, and at each byte boundary every
     context's run (it grows if the byte repeats it, else restarts at 1).
     A run takes no memory of its own: it is kept in the spare top half of the
@@ -335,13 +334,16 @@ class ContextMixingPredictor(Predictor):
         if not MIN_MEM <= mem <= MAX_MEM:
             raise ValueError(f"cm mem must be in {MIN_MEM}..{MAX_MEM}, got {mem}")
         self.mem = mem
-        self.letters = K.word_letters()  # kept by reset(): it belongs to the input, not to the model's state
+        self.letters = K.word_letters()  # kept by reset(): they belong to the input, not to the model's state
+        self.classes = K.byte_classes()
         self.reset()
 
     def use_word_codes(self, code_bytes):
         """The input's frequent words are coded as ``code_bytes`` (``lmc_ref.word_codes``): the word
-        models treat those bytes as letters.  Called by the compressor before coding, on both sides."""
+        models treat those bytes as letters, and the byte classes as lowercase letters.  Called by the
+        compressor before coding, on both sides."""
         self.letters = K.word_letters(code_bytes)
+        self.classes = K.byte_classes(code_bytes)
 
     @classmethod
     def from_params(cls, **params):
@@ -352,7 +354,7 @@ class ContextMixingPredictor(Predictor):
     @classmethod
     def help_text(cls):
         return (
-            f"cm:mem=N  bitwise context mixing (orders 0, 2-4, 6, byte classes, 2 word models, follower, runs, match; "
+            f"cm:mem=N  bitwise context mixing (orders 0, 2-5, byte classes, text shape, 2 word models, runs, match; "
             f"4 mixers, 2 APMs; the compressor codes words seen 256+ times as single bytes), "
             f"2**N counters per context model (N {MIN_MEM}..{MAX_MEM}, default {DEFAULT_MEM}: "
             f"{memory_bytes(DEFAULT_MEM) / 2**20:.0f} MiB of tables; N={MAX_MEM}: "
@@ -382,7 +384,10 @@ class ContextMixingPredictor(Predictor):
         self.c8 = 0          # the 4 bytes before those
         self.word = 0        # hash of the current word's letters (0 between words)
         self.word_prev = 0   # hash of the previous word
-        self.contexts.set_contexts(self.c4, self.c8, self.word, self.word_prev)
+        self.shape = 0       # classes of the last runs of same-class bytes (see ``shape_step``)
+        self.run_length = 0  # length of the last of those runs (0: no byte yet)
+        self.contexts.set_contexts(self.c4, self.c8, self.word, self.word_prev, self.shape, self.run_length,
+                                   self.classes)
         self.contexts.select_nibble(self.c0)
         self.run.set_contexts(self.contexts)
     # --8<-- [end:reset]
@@ -395,7 +400,7 @@ class ContextMixingPredictor(Predictor):
         self.run.add_inputs(c0, self.bitpos, x)
         self.match.add_inputs(self.hist, c0, self.bitpos, c1, x)
         x[K.X_MATCH + 1] = K.BIAS
-        pr = self.mixer.p(x, mixer_rows(known, self.match.ctx, c0, self.c4, self.bitpos))
+        pr = self.mixer.p(x, mixer_rows(known, self.shape, self.run_length, self.match.ctx, c0, self.c4, self.bitpos))
         return int(final_p(self.apm1.p(pr, apm1_context(c0, self.c4)), self.apm2.p(pr, c0 | (c1 << 8))))
 
     def update_bit(self, bit):
@@ -424,10 +429,11 @@ class ContextMixingPredictor(Predictor):
         self.c8 = ((self.c8 << 8) | (self.c4 >> 24)) & 0xFFFFFFFF
         self.c4 = ((self.c4 << 8) | byte) & 0xFFFFFFFF
         self.word, self.word_prev = (int(v) for v in K.word_step(self.word, self.word_prev, byte, self.letters))
-        K.follow_step(self.contexts.follow, self.c4)
+        self.shape, self.run_length = (int(v) for v in K.shape_step(self.shape, self.run_length, self.classes[byte]))
         self.run.end_of_byte(self.contexts, byte)
-        self.contexts.set_contexts(self.c4, self.c8, self.word, self.word_prev)
-        self.match.end_of_byte(self.hist, self.pos, self.contexts.hashes[4])
+        self.contexts.set_contexts(self.c4, self.c8, self.word, self.word_prev, self.shape, self.run_length,
+                                   self.classes)
+        self.match.end_of_byte(self.hist, self.pos)
         self.c0, self.bitpos, self.j = 1, 0, 1
         self.contexts.select_nibble(self.c0)
         self.run.set_contexts(self.contexts)
@@ -440,7 +446,8 @@ class ContextMixingPredictor(Predictor):
             raise RuntimeError("predict() is only defined at a byte boundary")
         pdf = np.empty(256)
         predicted = int(self.hist[self.match.ptr]) if self.match.length > 0 else 0
-        K.byte_pdf(pdf, predicted, self.match.length, self.c4, self.order0.t, self.contexts.tables,
+        K.byte_pdf(pdf, predicted, self.match.length, self.c4, self.shape, self.run_length, self.order0.t,
+                   self.contexts.tables,
                    self.contexts.histories.t, self.contexts.hashes, self.contexts.slots, self.match.counters.t,
                    self.mixer.weights, self.apm1.t, self.apm2.t, self.contexts.bucket_bits,
                    self.run.byte, self.run.count, self.run.counters.t)
@@ -459,6 +466,7 @@ class ContextMixingPredictor(Predictor):
         s[K.S_C0], s[K.S_BITPOS], s[K.S_J], s[K.S_C4], s[K.S_C8] = self.c0, self.bitpos, self.j, self.c4, self.c8
         s[K.S_WORD], s[K.S_WORDPREV], s[K.S_POS] = self.word, self.word_prev, self.pos
         s[K.S_MMLEN], s[K.S_MMPTR] = self.match.length, self.match.ptr
+        s[K.S_SHAPE], s[K.S_RUNLEN] = self.shape, self.run_length
         return s
 
     def _block_coder(self, ideal=None):
@@ -472,7 +480,7 @@ class ContextMixingPredictor(Predictor):
             K.code_block(hist, start, end, decode, s, self.order0.t, self.contexts.tables, self.contexts.histories.t,
                          self.contexts.hashes, self.contexts.slots, self.match.table, self.match.counters.t,
                          self.mixer.weights, self.apm1.t, self.apm2.t, self.run.counters.t,
-                         self.contexts.follow, self.letters, self.contexts.bucket_bits, self.match.bits,
+                         self.classes, self.letters, self.contexts.bucket_bits, self.match.bits,
                          st, buf, payload, ideal)
 
         return code_block

@@ -33,13 +33,14 @@ HASH_MUL = 0x9E3779B97F4A7C15
 MIX_MUL = 0xBF58476D1CE4E5B9
 NIBBLE_MUL = 0x94D049BB133111EB
 BUCKET = 16               # words per hash bucket: 1 check word + 15 counters (a nibble's bit tree)
-N_HASHED = 8              # hashed context models: byte classes, orders 2, 3, 4, 6, two word models, the follower
-RUN_MODEL0, N_RUNS = 1, 6  # the run model follows hashed models 1..6 (orders 2, 3, 4, 6, the word models)
+N_HASHED = 8              # hashed context models: byte classes, orders 2, 3, 4, 5, two word models, the text shape
+RUN_MODEL0, N_RUNS = 1, 6  # the run model follows hashed models 1..6 (orders 2, 3, 4, 5, the word models)
 N_INPUTS = 3 * N_HASHED + N_RUNS + 4   # mixer inputs: order 0, 2 per hashed model, the match model, a bias,
 #                                        a run per run model, a one-sided history per hashed model, the match length
 BIAS = 256                # the constant input (stretch units)
 APM_ROWS = 33             # APM interpolation knots per context
 MATCH_COUNTERS = 56 * 8 * 256   # match model: (length bucket, expected bit), bit position, previous byte
+MATCH_MIN = 6             # the match model's first candidate follows the last 6 bytes
 MATCH_LONG = 10           # the match model's second candidate follows the last 10 bytes
 MATCH_VERIFY = 32         # a candidate's match length is counted back this far at most
 MATCH_SHORT = 16          # a match shorter than this may give way to the 10-byte candidate
@@ -160,43 +161,48 @@ def context_hash(value, k):
 
 
 @njit(cache=True)
-def context_hashes(hashes, c4, c8, word, word_prev, follow):
-    """The eight hashed contexts for the next byte: byte classes, orders 2, 3, 4, 6, two word contexts, the follower.
+def context_hashes(hashes, c4, c8, word, word_prev, shape, run_length, classes):
+    """The eight hashed contexts for the next byte: byte classes, orders 2, 3, 4, 5, two word contexts, the shape.
 
-    ``c4`` holds the last 4 bytes (most recent lowest), ``c8`` the 4 before them.
-    The byte-class context is the top 3 bits of each of the last three bytes
-    (for text: letter, digit, space or punctuation, upper or lower case): a
-    context seen so often that its slots follow the recent bits, a fast
-    order-0 model.  It replaced the order-1 context, which gained nothing
-    beside the word model's (current word, previous byte) context (that is
-    order 1 between words), APM 2 and mixers 3 and 4: 21.51 % -> 21.46 %.
-    ``word`` hashes the letters of the current word (0 between words),
+    ``c4`` holds the last 4 bytes (most recent lowest), ``c8`` the 4 before
+    them; ``word`` hashes the letters of the current word (0 between words),
     ``word_prev`` the word before.  The word contexts are (current word,
     previous word) and (current word, previous byte): they skip over the
-    spaces and punctuation that break byte contexts apart.  The follower
-    context is the previous byte with the two bytes that followed its last
-    two occurrences (``follow``, see ``follow_step``): it predicts from what
-    came after this byte elsewhere, a context no run of recent bytes holds.
+    spaces and punctuation that break byte contexts apart.
+
+    Two contexts see the text through ``classes`` (see ``byte_classes``:
+    lowercase, uppercase, digit, space, newline, a few kinds of punctuation
+    and markup): the classes of the last three bytes, a context seen so
+    often that its slots follow the recent bits (a fast order-0 model), and
+    the *shape* of the text, the classes of its last six runs of same-class
+    bytes with the length of the current run (``shape_step``): "a word of 4+
+    lowercase letters after a comma and a space" or "the 2nd digit after
+    '|'", whatever the words and digits are.  Orders 1 and 6 and a follower
+    context held these places before; the shape gained more than any byte
+    context did (see chapter 3b).
     """
-    hashes[0] = context_hash(c4 & 0xE0E0E0, 0)
+    hashes[0] = context_hash(np.int64(classes[c4 & 0xFF]) | (np.int64(classes[(c4 >> 8) & 0xFF]) << 4)
+                             | (np.int64(classes[(c4 >> 16) & 0xFF]) << 8), 0)
     hashes[1] = context_hash(c4 & 0xFFFF, 1)
     hashes[2] = context_hash(c4 & 0xFFFFFF, 2)
     hashes[3] = context_hash(c4, 3)
-    hashes[4] = context_hash(c4 | ((c8 & 0xFFFF) << 32), 4)
+    hashes[4] = context_hash(c4 | ((c8 & 0xFF) << 32), 4)
     hashes[5] = context_hash(word | ((word_prev & 0x7FFFFFFF) << 32), 5)
     hashes[6] = context_hash(word | ((c4 & 0xFF) << 32), 6)
-    hashes[7] = context_hash((c4 & 0xFF) | (np.int64(follow[c4 & 0xFF]) << 8), 7)
+    hashes[7] = context_hash(shape | (min(run_length, 4) << 24), 7)
 
 
 @njit(cache=True, inline="always")
-def follow_step(follow, c4):
-    """After byte ``c4 & 255``: remember it as the latest byte to follow the byte before it.
+def shape_step(shape, run_length, cls):
+    """The text's shape after a byte of class ``cls``: (classes of the last 6 runs, length of the last run).
 
-    ``follow[b]`` holds the two bytes that followed the last two occurrences
-    of byte ``b`` (the latest in the low byte).
+    ``shape`` holds one class per 4 bits, the current run's lowest.  A byte
+    of the current run's class makes the run longer; any other starts a new
+    run, and the oldest run's class drops out.
     """
-    prev = (c4 >> 8) & 0xFF
-    follow[prev] = ((np.int64(follow[prev]) << 8) | (c4 & 0xFF)) & 0xFFFF
+    if run_length > 0 and (shape & 15) == cls:
+        return shape, min(run_length + 1, 255)
+    return ((shape << 4) | cls) & SHAPE_MASK, 1
 
 
 @njit(cache=True, inline="always")
@@ -398,11 +404,11 @@ def match_length_at(hist, pos, cand):
 
 
 @njit(cache=True)
-def match_byte_update(hist, pos, mm_table, mm_bits, h6, mm_len, mm_ptr):
+def match_byte_update(hist, pos, mm_table, mm_bits, mm_len, mm_ptr):
     """After byte ``hist[pos - 1]``: extend or drop the match, look for a new or longer one, index ``pos``.
 
-    Row 0 of ``mm_table`` maps the hash ``h6`` of the last 6 bytes to the
-    position that followed them last time, row 1 the hash of the last
+    Row 0 of ``mm_table`` maps the hash of the last ``MATCH_MIN`` (6) bytes
+    to the position that followed them last time, row 1 the hash of the last
     ``MATCH_LONG`` bytes.  Without a match the 6-byte candidate is tried;
     then, while the match is shorter than ``MATCH_SHORT`` bytes, the longer context's
     candidate replaces it if it agrees further back: the last place where 6
@@ -415,8 +421,8 @@ def match_byte_update(hist, pos, mm_table, mm_bits, h6, mm_len, mm_ptr):
         mm_ptr += 1
     else:
         mm_len = 0
-    if pos >= 6:
-        idx = np.int64(h6 >> np.uint64(64 - mm_bits))
+    if pos >= MATCH_MIN:
+        idx = np.int64(history_hash(hist, pos, MATCH_MIN) >> np.uint64(64 - mm_bits))
         if mm_len == 0:
             cand = np.int64(mm_table[0, idx])
             if cand > 0:
@@ -488,11 +494,14 @@ def run_context(r, rb, rc, c0, bitpos):
 
 # --8<-- [start:mixer]
 @njit(cache=True, inline="always")
-def mixer_rows(known, mctx, c0, c4, bitpos):
+def mixer_rows(known, shape, run_length, mctx, c0, c4, bitpos):
     """The weight set each of the four mixers uses for this bit (rows of the stacked table).
 
-    Mixer 1 is selected by how many hashed contexts are known and the partial
-    byte, mixer 2 by the match state and the partial byte, mixer 3 by the
+    Mixer 1 is selected by the class of the last byte, the length of its run
+    (1, 2, 3, 4+), whether at least 7 of the 8 hashed contexts are known, and
+    the partial byte (it took the rate from 20.99 % to 20.93 %; it used to be
+    the number of known contexts and the partial byte), mixer 2 by the match
+    state and the partial byte, mixer 3 by the
     previous byte with the top 3 bits of the byte before it (for text: letter,
     digit, space or punctuation, upper or lower case), mixer 4 the other way
     round, both with the bit position: so the trust given to each input can
@@ -500,7 +509,8 @@ def mixer_rows(known, mctx, c0, c4, bitpos):
     text just said.  (The 3 bits took the rate from 21.72 % to 21.67 %.)
     """
     c1, c2 = c4 & 255, (c4 >> 8) & 255
-    return (known * 256 + c0,
+    run_bucket = min(max(run_length, 1), 4) - 1
+    return ((((known >= 7) * 4 + run_bucket) * 16 + (shape & 15)) * 256 + c0,
             MIXER_OFFSETS[1] + (mctx >> 11) * 256 + c0,
             MIXER_OFFSETS[2] + ((c1 * 8 + (c2 >> 5)) << 3) + bitpos,
             MIXER_OFFSETS[3] + ((c2 * 8 + (c1 >> 5)) << 3) + bitpos)
@@ -558,8 +568,13 @@ def apm_next(v, bit, rate):
 
 @njit(cache=True, inline="always")
 def apm_rate(pos):
-    """The APMs' rate (a shift) after ``pos`` bytes: 1/16 of the way for the first 4 KB, 1/32 to 64 KB, then 1/64."""
-    return APM_RATE - 2 if pos < 4096 else (APM_RATE - 1 if pos < 65536 else APM_RATE)
+    """The APMs' rate (a shift) after ``pos`` bytes: 1/16 of the way for the first 4 KB, 1/32 to 64 KB, 1/64 to
+    256 KB, then 1/128 (the last step gained 0.011 points on enwik8_head)."""
+    if pos < 4096:
+        return APM_RATE - 3
+    if pos < 65536:
+        return APM_RATE - 2
+    return APM_RATE - 1 if pos < 262144 else APM_RATE
 
 
 @njit(cache=True, inline="always")
@@ -635,7 +650,7 @@ def apm_init(contexts):
 # ------------------------------------------------------------------ tuning ----
 # Part of the format: changing any of these changes every ``cm`` file.
 LIMIT_ORDER0 = 1023   # count limit of the order-0 counters (stationary statistics)
-# count limits of the hashed slots (byte classes, orders 2, 3, 4, 6, the word models, the follower): low, so they keep
+# count limits of the hashed slots (byte classes, orders 2, 3, 4, 5, the word models, the shape): low, so they keep
 # adapting; at most 255 (the count has 8 bits)
 LIMIT_HASHED = np.array([60, 60, 60, 60, 60, 60, 60, 60], dtype=np.int64)
 assert LIMIT_HASHED.shape == (N_HASHED,) and LIMIT_HASHED.max() <= 255
@@ -648,19 +663,35 @@ PRIOR_EXPECTED = 2    # match and run counters start as if they had seen 2 bits 
 MIX_RATE = 6         # mixer learning rate in the long run (weight step = rate * err * x / 2**14)
 MIX_BOOST, MIX_BOOST_BYTES = 131072, 4096   # the extra rate early on: MIX_BOOST / (bytes seen + MIX_BOOST_BYTES)
 MIX_INIT = 6144       # initial mixer weight (3/32)
-APM_RATE = 6          # APM knots move 1/2**APM_RATE of the way to each bit in the long run (see apm_rate)
+APM_RATE = 7          # APM knots move 1/2**APM_RATE of the way to each bit in the long run (see apm_rate)
 P_MIN, P_MAX = 16, 65520   # final 16-bit probability is clamped to this range
 
 # Scalar state carried by the fused loop between blocks: one int64 array, these indices.
-S_C0, S_BITPOS, S_J, S_C4, S_C8, S_WORD, S_WORDPREV, S_POS, S_MMLEN, S_MMPTR = range(10)
-S_SIZE = 10
+S_C0, S_BITPOS, S_J, S_C4, S_C8, S_WORD, S_WORDPREV, S_POS, S_MMLEN, S_MMPTR, S_SHAPE, S_RUNLEN = range(12)
+S_SIZE = 12
 # The four mixers' weight sets, stacked in one table (see ``mixer_rows``):
-MIXER_SETS = (256 * (N_HASHED + 1),        # mixer 1: (hashed contexts known 0..8, partial byte)
+MIXER_SETS = (2 * 4 * 16 * 256,             # mixer 1: (7+ contexts known, run length, class, partial byte)
               (MATCH_COUNTERS >> 11) * 256,  # mixer 2: (match length bucket, expected bit, partial byte)
               256 * 8 * 8,                   # mixer 3: (previous byte, top 3 bits of the one before, bit position)
               256 * 8 * 8)                   # mixer 4: (the byte before it, top 3 bits of the previous, bit position)
 MIXER_OFFSETS = tuple(int(v) for v in np.cumsum((0,) + MIXER_SETS[:-1]))
 MIXER_ROWS = sum(MIXER_SETS)
+
+
+# The byte classes of ``byte_classes`` (the shape contexts and mixer 1), in class order; 15 = anything else.
+CLASS_GROUPS = ("abcdefghijklmnopqrstuvwxyz", "ABCDEFGHIJKLMNOPQRSTUVWXYZ", "0123456789", " ", "\n\r", ".,;:!?",
+                "'\"", "-()", "[]", "{}", "|", "<>", "=", "/", "&#*%")
+SHAPE_MASK = (1 << 24) - 1   # the shape keeps 6 runs' classes (6 did better than 4, 5, 8 or 12)
+
+
+def byte_classes(code_bytes=()):
+    """Each byte's class (0..15, see ``CLASS_GROUPS``): the ``code_bytes`` that ``lmc_ref.word_codes`` gave
+    to whole words count as lowercase letters, every byte not in a group as class 15."""
+    table = np.full(256, 15, np.int64)
+    for i, group in enumerate(CLASS_GROUPS):
+        table[[ord(ch) for ch in group]] = i
+    table[list(code_bytes)] = 0
+    return table
 
 
 def word_letters(code_bytes=()):
@@ -687,8 +718,8 @@ def word_step(word, word_prev, byte, letters):
 
 
 @njit(cache=True)
-def predict_p16(c0, bitpos, j, c4, predicted, mm_len, t0, tables, hist_sm, slots, mm_sm, weights,
-                apm1, apm2, rb, rc, run_sm, x):
+def predict_p16(c0, bitpos, j, c4, shape, run_length, predicted, mm_len, t0, tables, hist_sm, slots, mm_sm,
+                weights, apm1, apm2, rb, rc, run_sm, x):
     """P(next bit = 1) as a 16-bit integer; reads the model, changes nothing.
 
     The predict half of ``code_block``, step for step, for ``byte_pdf``.  A
@@ -711,7 +742,7 @@ def predict_p16(c0, bitpos, j, c4, predicted, mm_len, t0, tables, hist_sm, slots
     x[X_MATCH] = STRETCH[np.int64(mm_sm[mctx]) >> 20]
     x[X_MATCH + 1] = BIAS
     x[X_MATCH_LENGTH] = match_strength(mctx, mm_len)
-    r1, r2, r3, r4 = mixer_rows(known, mctx, c0, c4, bitpos)
+    r1, r2, r3, r4 = mixer_rows(known, shape, run_length, mctx, c0, c4, bitpos)
     d1 = np.int64(0)
     d2 = np.int64(0)
     d3 = np.int64(0)
@@ -728,8 +759,8 @@ def predict_p16(c0, bitpos, j, c4, predicted, mm_len, t0, tables, hist_sm, slots
 
 
 @njit(cache=True)
-def byte_pdf(pdf, predicted, mm_len, c4, t0, tables, hist_sm, hashes, slots, mm_sm, weights, apm1, apm2,
-             bucket_bits, rb, rc, run_sm):
+def byte_pdf(pdf, predicted, mm_len, c4, shape, run_length, t0, tables, hist_sm, hashes, slots, mm_sm, weights,
+             apm1, apm2, bucket_bits, rb, rc, run_sm):
     """Distribution of the next byte: the product of bit probabilities along the 8-bit tree.
 
     Must be called at a byte boundary.  Every bit's prediction uses its own
@@ -752,14 +783,14 @@ def byte_pdf(pdf, predicted, mm_len, c4, t0, tables, hist_sm, hashes, slots, mm_
             if bitpos < 4:
                 if hi > 0:
                     continue  # first nibble: done once, with the current buckets
-                p16 = predict_p16(c0, bitpos, c0, c4, predicted, mm_len, t0, tables, hist_sm, slots, mm_sm,
-                                  weights, apm1, apm2, rb, rc, run_sm, x)
+                p16 = predict_p16(c0, bitpos, c0, c4, shape, run_length, predicted, mm_len, t0, tables, hist_sm,
+                                  slots, mm_sm, weights, apm1, apm2, rb, rc, run_sm, x)
             else:
                 if (c0 >> (bitpos - 4)) != 16 + hi:
                     continue
                 j = (c0 & ((1 << (bitpos - 4)) - 1)) | (1 << (bitpos - 4))
-                p16 = predict_p16(c0, bitpos, j, c4, predicted, mm_len, t0, tables, hist_sm, nib_slots, mm_sm,
-                                  weights, apm1, apm2, rb, rc, run_sm, x)
+                p16 = predict_p16(c0, bitpos, j, c4, shape, run_length, predicted, mm_len, t0, tables, hist_sm,
+                                  nib_slots, mm_sm, weights, apm1, apm2, rb, rc, run_sm, x)
             p = p16 / 65536.0
             node[2 * c0 + 1] = node[c0] * p
             node[2 * c0] = node[c0] * (1.0 - p)
@@ -770,7 +801,7 @@ def byte_pdf(pdf, predicted, mm_len, c4, t0, tables, hist_sm, hashes, slots, mm_
 # --8<-- [start:code_block]
 @njit(cache=True)
 def code_block(hist, start, end, decode, s, t0, tables, hist_sm, hashes, slots, mm_table, mm_sm, weights,
-               apm1, apm2, run_sm, follow, letters, bucket_bits, mm_bits, st, buf, payload, ideal):
+               apm1, apm2, run_sm, classes, letters, bucket_bits, mm_bits, st, buf, payload, ideal):
     """Predict + (en|de)code + update, 8 bits per byte, for bytes [start, end) of ``hist``.
 
     Decoding writes each byte into ``hist`` as it completes; encoding reads it.
@@ -794,6 +825,7 @@ def code_block(hist, start, end, decode, s, t0, tables, hist_sm, hashes, slots, 
     c0, bitpos, j = s[S_C0], s[S_BITPOS], s[S_J]
     c4, c8, word, word_prev, pos = s[S_C4], s[S_C8], s[S_WORD], s[S_WORDPREV], s[S_POS]
     mm_len, mm_ptr = s[S_MMLEN], s[S_MMPTR]
+    shape, run_length = s[S_SHAPE], s[S_RUNLEN]
     for i in range(start, end):
         byte = np.int64(hist[i])
         for k in range(7, -1, -1):
@@ -809,7 +841,7 @@ def code_block(hist, start, end, decode, s, t0, tables, hist_sm, hashes, slots, 
             predicted = np.int64(hist[mm_ptr]) if mm_len > 0 else 0
             mctx = match_context(predicted, mm_len, c0, bitpos, c1)
             prefetch(mm_sm, mctx)
-            _, r2, r3, r4 = mixer_rows(0, mctx, c0, c4, bitpos)  # mixer 1's row waits for ``known``
+            _, r2, r3, r4 = mixer_rows(0, shape, run_length, mctx, c0, c4, bitpos)  # mixer 1 waits for ``known``
             for r in (r2, r3, r4):
                 prefetch(weights, r * N_INPUTS)
                 prefetch(weights, r * N_INPUTS + N_INPUTS - 1)
@@ -833,7 +865,7 @@ def code_block(hist, start, end, decode, s, t0, tables, hist_sm, hashes, slots, 
             x[X_MATCH] = STRETCH16[np.int64(mm_sm[mctx]) >> 20]
             x[X_MATCH + 1] = BIAS
             x[X_MATCH_LENGTH] = match_strength(mctx, mm_len)
-            r1, r2, r3, r4 = mixer_rows(known, mctx, c0, c4, bitpos)
+            r1, r2, r3, r4 = mixer_rows(known, shape, run_length, mctx, c0, c4, bitpos)
             d1 = np.int64(0)
             d2 = np.int64(0)
             d3 = np.int64(0)
@@ -906,12 +938,12 @@ def code_block(hist, start, end, decode, s, t0, tables, hist_sm, hashes, slots, 
         c8 = ((c8 << 8) | (c4 >> 24)) & 0xFFFFFFFF
         c4 = ((c4 << 8) | byte) & 0xFFFFFFFF
         word, word_prev = word_step(word, word_prev, byte, letters)
-        follow_step(follow, c4)
+        shape, run_length = shape_step(shape, run_length, classes[byte])
         run_store(tables, hashes, ridx, rb, rc, byte)
-        context_hashes(hashes, c4, c8, word, word_prev, follow)
+        context_hashes(hashes, c4, c8, word, word_prev, shape, run_length, classes)
         for m in range(N_HASHED):  # the new contexts' buckets load while the match model works
             prefetch_buckets(tables, m, nibble_hash(hashes[m], 1), bucket_bits)
-        mm_len, mm_ptr = match_byte_update(hist, pos, mm_table, mm_bits, hashes[4], mm_len, mm_ptr)
+        mm_len, mm_ptr = match_byte_update(hist, pos, mm_table, mm_bits, mm_len, mm_ptr)
         c0, bitpos, j = 1, 0, 1
         lookup_nibble(tables, hashes, c0, bucket_bits, slots, True)
         run_lookup(tables, slots, ridx, rb, rc)
@@ -925,4 +957,6 @@ def code_block(hist, start, end, decode, s, t0, tables, hist_sm, hashes, slots, 
     s[S_POS] = pos
     s[S_MMLEN] = mm_len
     s[S_MMPTR] = mm_ptr
+    s[S_SHAPE] = shape
+    s[S_RUNLEN] = run_length
 # --8<-- [end:code_block]
