@@ -255,7 +255,8 @@ class Mixer:
     one-sided history, and the match length), weighted by how much each has
     deserved trust.  Each mixer has its own weight sets, and uses for each bit
     the set its small context selects (``mixer_rows``): the partial byte with
-    how many context models have seen their context before (9 x 256 sets),
+    the last byte's class, the length of its run and whether 7+ context models
+    have seen their context before (2 x 4 x 16 x 256 sets),
     the partial byte with the match model's state (56 x 256), the previous
     byte with the top 3 bits of the byte before it and the bit position
     (256 x 8 x 8), the byte before it with the top 3 bits of the previous one
@@ -304,8 +305,9 @@ class APM:
     output interpolated between their values.  Each context starts as the
     identity map, so an untrained APM changes nothing.
     Learns: both knots around the input move part of the way toward the
-    bit: 1/16 in the first 4 KB of input, 1/32 up to 64 KB, then 1/64
-    (``apm_rate``), so a young map catches up quickly and an old one is steady.
+    bit: 1/16 in the first 4 KB of input, 1/32 up to 64 KB, 1/64 up to 256 KB,
+    then 1/128 (``apm_rate``), so a young map catches up quickly and an old one
+    is steady.
     """
 
     def __init__(self, contexts):
