@@ -828,6 +828,8 @@ def code_block(hist, start, end, decode, s, t0, tables, hist_sm, hashes, slots, 
     shape, run_length = s[S_SHAPE], s[S_RUNLEN]
     for i in range(start, end):
         byte = np.int64(hist[i])
+        rate = mixer_rate(pos)  # the learning rates change once per byte: a division saved on every bit
+        ar = apm_rate(pos)
         for k in range(7, -1, -1):
             # ---- predict (the same steps as predict_bit and predict_p16)
             c1 = c4 & 255
@@ -841,8 +843,10 @@ def code_block(hist, start, end, decode, s, t0, tables, hist_sm, hashes, slots, 
             predicted = np.int64(hist[mm_ptr]) if mm_len > 0 else 0
             mctx = match_context(predicted, mm_len, c0, bitpos, c1)
             prefetch(mm_sm, mctx)
-            _, r2, r3, r4 = mixer_rows(0, shape, run_length, mctx, c0, c4, bitpos)  # mixer 1 waits for ``known``
-            for r in (r2, r3, r4):
+            # mixer 1's row waits for ``known``, which picks one of two rows: load both
+            r1, r2, r3, r4 = mixer_rows(0, shape, run_length, mctx, c0, c4, bitpos)
+            r1_known = mixer_rows(N_HASHED, shape, run_length, mctx, c0, c4, bitpos)[0]
+            for r in (r1, r1_known, r2, r3, r4):
                 prefetch(weights, r * N_INPUTS)
                 prefetch(weights, r * N_INPUTS + N_INPUTS - 1)
             if bitpos == 3:
@@ -905,7 +909,6 @@ def code_block(hist, start, end, decode, s, t0, tables, hist_sm, hashes, slots, 
                     run_sm[rci[r]] = counter_next(np.int64(run_sm[rci[r]]), bit, LIMIT_RUN)
             mm_sm[mctx] = counter_next(np.int64(mm_sm[mctx]), bit, LIMIT_MATCH)
             # the errors fit in 16 bits: as int32, the updates below multiply 32 by 32 bits
-            rate = mixer_rate(pos)
             e1 = np.int32(mixer_error(squash(d1), bit, rate))
             e2 = np.int32(mixer_error(squash(d2), bit, rate))
             e3 = np.int32(mixer_error(squash(d3), bit, rate))
@@ -920,7 +923,6 @@ def code_block(hist, start, end, decode, s, t0, tables, hist_sm, hashes, slots, 
                 weights[r3, m] += mixer_step(x[m], e3)
             for m in range(N_INPUTS):
                 weights[r4, m] += mixer_step(x[m], e4)
-            ar = apm_rate(pos)
             apm1[i1] = apm_next(np.int64(apm1[i1]), bit, ar)
             apm1[i1 + 1] = apm_next(np.int64(apm1[i1 + 1]), bit, ar)
             apm2[i2] = apm_next(np.int64(apm2[i2]), bit, ar)
