@@ -64,6 +64,12 @@ def plot(positions, weights, path):
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+    # 35 thin translucent lines make a large RGBA PNG; a 128-colour palette keeps it small
+    from PIL import Image
+
+    with Image.open(path) as im:
+        small = im.convert("RGB").quantize(colors=128)
+    small.save(path, optimize=True)
 
 
 def main(argv=None):
@@ -73,7 +79,7 @@ def main(argv=None):
     args = ap.parse_args(argv)
     found = data.find_enwik("enwik8")
     text = Path(found.path).read_bytes()[: args.bytes]
-    positions, weights = trace(text)
+    positions, weights = trace(text, block=16384)  # a snapshot every 16 KB: the waves, in a small PNG
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     plot(positions, weights, args.out)
     final = {name: round(float(w), 3) for name, w in zip(INPUTS, weights[-1])}
