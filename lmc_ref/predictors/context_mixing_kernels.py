@@ -678,6 +678,7 @@ MIXER_OFFSETS = tuple(int(v) for v in np.cumsum((0,) + MIXER_SETS[:-1]))
 MIXER_ROWS = sum(MIXER_SETS)
 
 
+# --8<-- [start:classes]
 # The byte classes of ``byte_classes`` (the shape contexts and mixer 1), in class order; 15 = anything else.
 CLASS_GROUPS = ("abcdefghijklmnopqrstuvwxyz", "ABCDEFGHIJKLMNOPQRSTUVWXYZ", "0123456789", " ", "\n\r", ".,;:!?",
                 "'\"", "-()", "[]", "{}", "|", "<>", "=", "/", "&#*%")
@@ -692,6 +693,7 @@ def byte_classes(code_bytes=()):
         table[[ord(ch) for ch in group]] = i
     table[list(code_bytes)] = 0
     return table
+# --8<-- [end:classes]
 
 
 def word_letters(code_bytes=()):
