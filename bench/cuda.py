@@ -38,9 +38,9 @@ import numpy as np  # noqa: E402
 
 from lmc_ref.compressors import compress, decompress
 from lmc_ref.constants import CHUNK_SIZE
-from lmc_ref.predictors import transformer as tf
-from lmc_ref.predictors import transformer_cuda as tc
-from lmc_ref import train as tr
+from lmc_ref.transformer import model as tf
+from lmc_ref.transformer import infer_cuda as tc
+from lmc_ref.transformer import train as tr
 
 TINY = {"d_model": 8, "num_heads": 2, "num_layers": 1}
 

@@ -31,9 +31,9 @@ import lmc_ref  # noqa: E402,F401  (first: see above)
 import numpy as np  # noqa: E402
 from common import text_sample  # noqa: E402
 
-from lmc_ref import train as tr  # noqa: E402
-from lmc_ref.backprop import loss_and_grads  # noqa: E402
-from lmc_ref.predictors import transformer as tf  # noqa: E402
+from lmc_ref.transformer import train as tr  # noqa: E402
+from lmc_ref.transformer.backprop import loss_and_grads  # noqa: E402
+from lmc_ref.transformer import model as tf  # noqa: E402
 
 
 def ours(config, data, seq_len, batch, steps):

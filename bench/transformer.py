@@ -20,8 +20,8 @@ import numpy as np
 from common import text_sample
 
 from lmc_ref.compressors import compress, decompress
-from lmc_ref.predictors import transformer as tf
-from lmc_ref import train as tr
+from lmc_ref.transformer import model as tf
+from lmc_ref.transformer import train as tr
 
 
 def random_checkpoint(config, path):

@@ -347,8 +347,8 @@ def main(argv=None):
         0 on success, 1 if any file failed, 2 for a usage error, 130 on Ctrl-C.
     """
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["train"]:  # its own argparse, in lmc_ref.train
-        from .train import main as train_main
+    if argv[:1] == ["train"]:  # its own argparse, in lmc_ref.transformer.train
+        from .transformer.train import main as train_main
 
         return train_main(argv[1:])
     if argv and argv[0] not in COMMANDS and argv[0] not in ("-h", "--help", "--version"):

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from lmc_ref import backprop as bp
-from lmc_ref.predictors import transformer as tf
+from lmc_ref.transformer import backprop as bp
+from lmc_ref.transformer import model as tf
 
 TINY = {"d_model": 8, "num_heads": 2, "num_layers": 2}
 
@@ -204,7 +204,7 @@ def test_fused_gelu_matches_the_numpy_reference(rng):
 def test_rational_tanh_is_accurate():
     from numba import njit
 
-    from lmc_ref.backprop_kernels import tanh_f32
+    from lmc_ref.transformer.backprop_kernels import tanh_f32
 
     x = np.linspace(-12, 12, 200_001).astype(np.float32)
     got = njit(lambda a: np.array([tanh_f32(v) for v in a], np.float32))(x)

@@ -10,7 +10,7 @@ import pytest
 from numba import cuda
 
 from lmc_ref import compressors, container
-from lmc_ref.predictors import transformer_cuda as tc
+from lmc_ref.transformer import infer_cuda as tc
 
 
 def test_kernels_in_the_cuda_simulator():
@@ -55,7 +55,7 @@ def test_config_limits():
 
 
 def test_flat_weights_layout():
-    from lmc_ref.predictors import transformer as tf
+    from lmc_ref.transformer import model as tf
 
     params = tf.init_params("200K", seed=0)
     flat, offs = tc.pack_flat(params, "200K")

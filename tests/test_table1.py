@@ -44,8 +44,8 @@ def test_reproduce_writes_json_markdown_and_chart(tiny_data, tmp_path, capsys):
 def test_transformer_rows_use_held_out_text(tiny_data, tmp_path):
     import numpy as np
 
-    from lmc_ref import train as tr
-    from lmc_ref.predictors import transformer as tf
+    from lmc_ref.transformer import train as tr
+    from lmc_ref.transformer import model as tf
 
     config = {"d_model": 16, "num_heads": 2, "num_layers": 1}
     params = tf.init_params(config, seed=0)

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from lmc_ref.experiments import tokenization
-from lmc_ref.predictors import transformer_kernels as tk
-from lmc_ref.predictors.transformer import get_config, init_params, param_count, param_shapes
+from lmc_ref.transformer import infer_cpu as tk
+from lmc_ref.transformer.model import get_config, init_params, param_count, param_shapes
 from lmc_ref.tokenizer import BPETokenizer
 
 TINY_MODEL = {"d_model": 8, "num_heads": 2, "num_layers": 1}

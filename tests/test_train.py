@@ -6,8 +6,8 @@ import math
 import numpy as np
 import pytest
 
-from lmc_ref import train as tr
-from lmc_ref.predictors import transformer as tf
+from lmc_ref.transformer import train as tr
+from lmc_ref.transformer import model as tf
 
 TINY = {"d_model": 16, "num_heads": 2, "num_layers": 1}
 REPETITIVE = b"abcabdabcabe the cat sat on the mat. " * 60

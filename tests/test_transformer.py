@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 
 from lmc_ref import compressors, container
-from lmc_ref import train as tr
+from lmc_ref.transformer import train as tr
 from lmc_ref.coder import ArithmeticDecoder
 from lmc_ref.constants import CHUNK_SIZE
 from lmc_ref.predictors import make_predictor
 from lmc_ref.predictors import base
-from lmc_ref.predictors import transformer as tf
+from lmc_ref.transformer import model as tf
 from lmc_ref.quantize import quantize
 
 TINY = {"d_model": 16, "num_heads": 2, "num_layers": 2}

@@ -23,9 +23,9 @@ from numba import types as numba_types
 from numba.np import numpy_support
 
 from lmc_ref import compressors, container
-from lmc_ref import train as tr
-from lmc_ref.predictors import transformer as tf
-from lmc_ref.predictors import transformer_cuda as tc
+from lmc_ref.transformer import train as tr
+from lmc_ref.transformer import model as tf
+from lmc_ref.transformer import infer_cuda as tc
 
 SIMULATOR = bool(numba_config.ENABLE_CUDASIM)
 pytestmark = [
@@ -73,7 +73,7 @@ def _counted_module_swap(lock):
 
     To run a device function, numba's simulator puts its fake ``cuda`` module
     into the function's module globals and puts the real one back on return.
-    When a test kernel calls a device function of ``transformer_cuda`` from
+    When a test kernel calls a device function of ``infer_cuda`` from
     many threads at once, the first thread to return restores the real module
     while the others are still inside, and they fail with "module
     'numba.cuda' has no attribute 'syncthreads'" (rarely, at random).  Here the

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from lmc_ref.predictors import transformer as tf
-from lmc_ref.predictors import transformer_kernels as tk
+from lmc_ref.transformer import model as tf
+from lmc_ref.transformer import infer_cpu as tk
 
 
 def random_model(config, seed):

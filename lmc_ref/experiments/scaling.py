@@ -27,8 +27,9 @@ from .. import data
 from ..constants import CHUNK_SIZE
 from ..evaluate import evaluate
 from ..predictors import context_mixing, ngram
-from ..predictors.transformer import param_count
-from ..train import HPARAMS, save_checkpoint, train
+from ..transformer.model import param_count
+from ..transformer.checkpoint import save_checkpoint
+from ..transformer.train import HPARAMS, train
 
 #: Model sizes, smallest first: ~20K, ~40K and the paper's 200K, 800K, 3.2M.
 MODELS = {

@@ -79,7 +79,7 @@ def transformer_checkpoints(paths=None):
 
 
 def _transformer_label(meta):
-    from ..predictors.transformer import CONFIGS, param_count
+    from ..transformer.model import CONFIGS, param_count
 
     name = next((k for k, v in CONFIGS.items() if v == meta["config"]), None)
     return f"Transformer {name or param_count(meta['config'])}"
@@ -110,7 +110,7 @@ def transformer_rows(checkpoints, modalities, verify=True, progress=True, backen
     model sees a subset, the other compressors are measured on that same
     subset beside it.
     """
-    from ..train import load_checkpoint
+    from ..transformer.checkpoint import load_checkpoint
 
     rows = []
     for ckpt in checkpoints:

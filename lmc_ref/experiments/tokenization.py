@@ -30,11 +30,11 @@ from pathlib import Path
 import numpy as np
 
 from .. import data
-from ..backprop import loss_and_grads
-from ..predictors import transformer_kernels as tk
-from ..predictors.transformer import CONFIGS, get_config, init_params, param_count
+from ..transformer.backprop import loss_and_grads
+from ..transformer import infer_cpu as tk
+from ..transformer.model import CONFIGS, get_config, init_params, param_count
 from ..tokenizer import BPETokenizer
-from ..train import HPARAMS, adam_step, clip_by_global_norm, learning_rate, sample_batch, split_data
+from ..transformer.train import HPARAMS, adam_step, clip_by_global_norm, learning_rate, sample_batch, split_data
 
 LN2 = math.log(2.0)
 
@@ -52,7 +52,7 @@ SETTINGS = {
 def train_tokens(config, tokens, steps, seq_len, batch, seed=0, log_every=None, log=print):
     """Train a transformer on a 1-D array of token ids; returns ``(params, mean train bits/token of
     the last tenth of the steps)``.  The same Adam, warmup + cosine schedule and clipping as
-    ``lmc_ref.train.train``; only the symbols differ."""
+    ``lmc_ref.transformer.train.train``; only the symbols differ."""
     cfg = get_config(config)
     hp = dict(HPARAMS)
     params = init_params(cfg, seed)

@@ -1,236 +1,28 @@
-"""The paper's byte-level decoder-only transformer: configuration, weights, NumPy forward.
+"""The trained byte transformer as a ``Predictor`` (``transformer:ckpt=PATH``).
 
-The architecture is the one released with the paper (``transformer.py`` of the
-authors' code, written with Haiku):
-
-* byte vocabulary of 256; the model reads the *targets shifted right by one*
-  with a 0 token in front, so position t predicts byte t from bytes < t;
-* token embedding multiplied by ``sqrt(d)``, plus sinusoidal positions
-  (``sin`` of all frequencies, then ``cos`` of all frequencies, concatenated);
-* ``L`` blocks, each *post*-LayerNorm:
-
-  - multi-head causal self-attention (q, k, v and output projections without
-    biases) -> residual -> LayerNorm;
-  - feed-forward ``d -> 4d`` (GELU) ``-> d`` with biases -> residual -> LayerNorm;
-
-* a final linear layer with bias to 256 logits, then log-softmax.
-
-Choices pinned down here (each is part of what a checkpoint means):
-
-* GELU is the **tanh approximation**, ``0.5 x (1 + tanh(sqrt(2/pi)(x + 0.044715 x^3)))``,
-  which is ``jax.nn.gelu``'s default and so what the released code computes.
-* LayerNorm has a scale and an offset per channel and ``eps = 1e-5`` (Haiku's defaults).
-* Biases: the feed-forward layers and the output layer have biases (Haiku's
-  ``hk.Linear`` default), the attention projections do not.  This is the only
-  combination that reproduces the released default's parameter count:
-  ``d=64, 8 heads, 4 layers -> 231,936`` (checked in ``tests/test_backprop.py``).
-
-``forward`` here is the readable batched NumPy model.  Training
-(``lmc_ref.train``) uses its own forward with caches for backprop
-(``lmc_ref.backprop``); coding uses the per-position Numba kernel with a KV
-cache (``transformer_kernels``) through ``TransformerPredictor``
-(``transformer:ckpt=PATH``).  Tests check all three agree.
+The model itself lives in ``lmc_ref.transformer`` (configs and the readable
+forward in ``model``, checkpoints in ``checkpoint``, the coding kernels in
+``infer_cpu`` and ``infer_cuda``); this module only adapts it to the predictor
+protocol and to the chunked payload layout.
 """
-
-import math
 
 import numpy as np
 
 from .. import container
 from ..constants import CHUNK_SIZE
+from ..transformer import infer_cpu
+from ..transformer.checkpoint import load_checkpoint, model_hash
+from ..transformer.model import VOCAB, get_config, param_count
 from .base import Predictor, register, reject_unknown
 
-VOCAB = 256
-MAX_VOCAB = 1 << 16  # token models: ids fit 16 bits
-WIDENING = 4
-LN_EPS = 1e-5
-
-# --8<-- [start:configs]
-#: Named configurations: d_model, heads, layers.  200K / 800K / 3.2M are the
-#: authors' paper runs; ``default`` is the released code's default model.
-CONFIGS = {
-    "200K": {"d_model": 64, "num_heads": 4, "num_layers": 4},
-    "800K": {"d_model": 128, "num_heads": 4, "num_layers": 4},
-    "3.2M": {"d_model": 256, "num_heads": 8, "num_layers": 4},
-    "default": {"d_model": 64, "num_heads": 8, "num_layers": 4},
-}
-# --8<-- [end:configs]
-
-
-def get_config(config):
-    """A full config dict from a name in ``CONFIGS`` or a dict with d_model/num_heads/num_layers.
-
-    An optional ``vocab`` (default 256, the bytes) sizes the embedding and the
-    output layer for token models (the tokenization experiment); it appears in
-    the returned dict only when it is not 256.
-    """
-    if isinstance(config, str):
-        if config not in CONFIGS:
-            raise ValueError(f"unknown transformer config {config!r}; available: {', '.join(CONFIGS)}")
-        config = CONFIGS[config]
-    cfg = {k: int(config[k]) for k in ("d_model", "num_heads", "num_layers")}
-    if cfg["d_model"] < 1 or cfg["num_heads"] < 1 or cfg["num_layers"] < 0:
-        raise ValueError(f"invalid transformer config {cfg}")
-    vocab = int(config.get("vocab", VOCAB))
-    if not VOCAB <= vocab <= MAX_VOCAB:
-        raise ValueError(f"vocab must be in [{VOCAB}, {MAX_VOCAB}], got {vocab}")
-    if vocab != VOCAB:  # byte models keep the three-key config their checkpoints record
-        cfg["vocab"] = vocab
-    if cfg["d_model"] % cfg["num_heads"] or cfg["d_model"] % 2:
-        raise ValueError(f"d_model must be even and divisible by num_heads: {cfg}")
-    return cfg
-
-
-def param_shapes(config):
-    """Name -> shape of every weight array, in the fixed order used for hashing and files."""
-    cfg = get_config(config)
-    d, f = cfg["d_model"], WIDENING * cfg["d_model"]
-    vocab = cfg.get("vocab", VOCAB)
-    shapes = {"embed": (vocab, d)}
-    for i in range(cfg["num_layers"]):
-        p = f"layer{i}."
-        shapes.update({
-            p + "wq": (d, d), p + "wk": (d, d), p + "wv": (d, d), p + "wo": (d, d),
-            p + "ln1.scale": (d,), p + "ln1.offset": (d,),
-            p + "ffn1.w": (d, f), p + "ffn1.b": (f,),
-            p + "ffn2.w": (f, d), p + "ffn2.b": (d,),
-            p + "ln2.scale": (d,), p + "ln2.offset": (d,),
-        })
-    shapes.update({"out.w": (d, vocab), "out.b": (vocab,)})
-    return shapes
-
-
-def param_count(config):
-    """Number of trainable parameters of a configuration."""
-    return sum(math.prod(s) for s in param_shapes(config).values())
-
-
-def _truncated_normal(rng, shape, std):
-    """Normal(0, std) truncated to 2 std, rescaled to keep the variance (Haiku's initializer)."""
-    x = rng.standard_normal(shape)
-    bad = np.abs(x) > 2.0
-    while bad.any():
-        x[bad] = rng.standard_normal(int(bad.sum()))
-        bad = np.abs(x) > 2.0
-    return x * (std / 0.87962566103423978)
-
-
-def init_params(config, seed=0, dtype=np.float32):
-    """Random initial weights as Haiku would draw them (distribution, not bit pattern).
-
-    Embedding: truncated normal, std 0.02; linear weights: truncated normal with
-    std ``1/sqrt(fan_in)``; biases and LayerNorm offsets 0; LayerNorm scales 1.
-    """
-    rng = np.random.default_rng(seed)
-    params = {}
-    for name, shape in param_shapes(config).items():
-        if name == "embed":
-            w = _truncated_normal(rng, shape, 0.02)
-        elif name.endswith(".scale"):
-            w = np.ones(shape)
-        elif name.endswith((".offset", ".b")):
-            w = np.zeros(shape)
-        else:
-            w = _truncated_normal(rng, shape, 1.0 / math.sqrt(shape[0]))
-        params[name] = w.astype(dtype)
-    return params
-
-
-def sinusoid_positions(length, d_model, max_timescale=1e4):
-    """Sinusoidal position encodings ``[length, d_model]``: sin(all freqs) then cos(all freqs)."""
-    inv_freq = max_timescale ** (-np.arange(0, d_model, 2) / d_model)  # [d/2]
-    angles = np.arange(length)[:, None] * inv_freq[None, :]  # [T, d/2]
-    return np.concatenate([np.sin(angles), np.cos(angles)], axis=-1)[:, :d_model]  # [T, d]
-
-
-def shift_right(targets):
-    """Model inputs: the targets shifted right by one, with token 0 first."""
-    targets = np.asarray(targets)
-    inputs = np.zeros_like(targets)  # [B, T]
-    inputs[..., 1:] = targets[..., :-1]
-    return inputs
-
-
-def gelu(x):
-    """GELU, tanh approximation (``jax.nn.gelu`` default)."""
-    c = np.asarray(math.sqrt(2.0 / math.pi), dtype=x.dtype)
-    return 0.5 * x * (1.0 + np.tanh(c * (x + np.asarray(0.044715, x.dtype) * x**3)))
-
-
-def layer_norm(x, scale, offset):
-    """LayerNorm over the last axis, eps 1e-5, then per-channel scale and offset."""
-    mean = x.mean(axis=-1, keepdims=True)  # [..., 1]
-    var = ((x - mean) ** 2).mean(axis=-1, keepdims=True)  # [..., 1]
-    return (x - mean) / np.sqrt(var + np.asarray(LN_EPS, x.dtype)) * scale + offset
-
-
-def log_softmax(logits):
-    """Numerically stable log-softmax over the last axis."""
-    z = logits - logits.max(axis=-1, keepdims=True)
-    return z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
-
-
-def causal_attention(x, wq, wk, wv, wo, num_heads):
-    """Multi-head causal self-attention ``[B, T, d] -> [B, T, d]`` (no biases)."""
-    b, t, d = x.shape
-    hd = d // num_heads
-
-    def heads(w):
-        return (x @ w).reshape(b, t, num_heads, hd).transpose(0, 2, 1, 3)  # [B, H, T, hd]
-
-    q, k, v = heads(wq), heads(wk), heads(wv)
-    scores = q @ k.transpose(0, 1, 3, 2) / np.asarray(math.sqrt(hd), x.dtype)  # [B, H, T, T]
-    mask = np.tril(np.ones((t, t), dtype=bool))  # [T, T]
-    scores = np.where(mask, scores, -np.inf)
-    scores = scores - scores.max(axis=-1, keepdims=True)
-    probs = np.exp(scores)  # [B, H, T, T]
-    probs /= probs.sum(axis=-1, keepdims=True)
-    out = (probs @ v).transpose(0, 2, 1, 3).reshape(b, t, d)  # [B, T, d]
-    return out @ wo  # [B, T, d]
-
-
-# --8<-- [start:forward]
-def forward(params, config, targets):
-    """Log-probabilities ``[B, T, 256]``: entry ``[b, t]`` is the model's pdf for ``targets[b, t]``.
-
-    Args:
-        params: weights from ``init_params`` or a checkpoint (float32 or float64).
-        config: a name in ``CONFIGS`` or a config dict.
-        targets: integer array ``[B, T]`` (or ``[T]``) of bytes.
-    """
-    cfg = get_config(config)
-    targets = np.asarray(targets)
-    squeeze = targets.ndim == 1
-    if squeeze:
-        targets = targets[None]
-    d = cfg["d_model"]
-    dtype = params["embed"].dtype
-    inputs = shift_right(targets)  # [B, T]
-    h = params["embed"][inputs] * np.asarray(math.sqrt(d), dtype)  # [B, T, d]
-    h = h + sinusoid_positions(targets.shape[1], d).astype(dtype)  # [B, T, d]
-    for i in range(cfg["num_layers"]):
-        p = f"layer{i}."
-        att = causal_attention(h, params[p + "wq"], params[p + "wk"], params[p + "wv"],
-                               params[p + "wo"], cfg["num_heads"])  # [B, T, d]
-        h = layer_norm(h + att, params[p + "ln1.scale"], params[p + "ln1.offset"])  # [B, T, d]
-        ff = gelu(h @ params[p + "ffn1.w"] + params[p + "ffn1.b"])  # [B, T, 4d]
-        ff = ff @ params[p + "ffn2.w"] + params[p + "ffn2.b"]  # [B, T, d]
-        h = layer_norm(h + ff, params[p + "ln2.scale"], params[p + "ln2.offset"])  # [B, T, d]
-    logits = h @ params["out.w"] + params["out.b"]  # [B, T, 256]
-    logp = log_softmax(logits)  # [B, T, 256]
-    return logp[0] if squeeze else logp
-# --8<-- [end:forward]
-
-
-# ------------------------------------------------------------ predictor ----
 
 @register("transformer")
 class TransformerPredictor(Predictor):
-    """A trained checkpoint as a predictor (``transformer:ckpt=PATH``, after ``register_predictor()``).
+    """A trained checkpoint as a predictor (``transformer:ckpt=PATH``).
 
     The context restarts every ``CHUNK_SIZE`` (2048) bytes: each chunk is coded
     from an empty context, as in the paper, with the KV cache of the chunk so far.
-    Probabilities come from the Numba kernel ``transformer_kernels.pdf_at``
+    Probabilities come from the Numba kernel ``lmc_ref.transformer.infer_cpu.pdf_at``
     (no BLAS, no fast-math) on every path, so encoder and decoder agree exactly.
     """
 
@@ -245,9 +37,6 @@ class TransformerPredictor(Predictor):
     needs_model_file = True
 
     def __init__(self, ckpt):
-        from ..train import load_checkpoint, model_hash
-        from . import transformer_kernels as tk
-
         try:
             state = load_checkpoint(ckpt)
         except (OSError, KeyError, ValueError) as err:
@@ -260,9 +49,9 @@ class TransformerPredictor(Predictor):
         self.params = state["param"]
         self.model_hash = model_hash(self.params)
         self.model_bytes = 2 * param_count(self.config)  # the paper counts 2 bytes per parameter
-        self._tk = tk
-        self._weights = tk.pack_weights(self.params, self.config, CHUNK_SIZE)
-        self._kc, self._vc = tk.new_cache(self.config, CHUNK_SIZE)
+        self._tk = infer_cpu
+        self._weights = infer_cpu.pack_weights(self.params, self.config, CHUNK_SIZE)
+        self._kc, self._vc = infer_cpu.new_cache(self.config, CHUNK_SIZE)
         self._logp = np.empty(VOCAB, np.float32)  # [256]
         self.reset()
 
@@ -270,7 +59,7 @@ class TransformerPredictor(Predictor):
     def from_params(cls, **params):
         ckpt = params.pop("ckpt", None)
         if not ckpt:
-            raise ValueError("transformer needs ckpt=PATH (a checkpoint written by lmc_ref.train)")
+            raise ValueError("transformer needs ckpt=PATH (a checkpoint written by `lmc-ref train`)")
         reject_unknown("transformer", params)
         return cls(ckpt)
 
@@ -279,12 +68,12 @@ class TransformerPredictor(Predictor):
         return f"transformer:ckpt={self.ckpt}"
 
     def use_backend(self, name):
-        """``cpu`` (the Numba kernel) or ``cuda`` (``transformer_cuda``: batched chunks on a GPU)."""
+        """``cpu`` (the Numba kernel) or ``cuda`` (``lmc_ref.transformer.infer_cuda``: batched chunks on a GPU)."""
         if name == self.backend:
             return
         if name != "cuda":
             super().use_backend(name)
-        from .transformer_cuda import CudaTransformer
+        from ..transformer.infer_cuda import CudaTransformer
 
         self.gpu = CudaTransformer(self.params, self.config)
         self.backend = "cuda"
@@ -333,7 +122,3 @@ class TransformerPredictor(Predictor):
         chunks = [data[i:i + CHUNK_SIZE] for i in range(0, len(data), CHUNK_SIZE)]
         return float(sum(self.encode_chunks(chunks)[1]))
 
-
-if __name__ == "__main__":
-    for _name in CONFIGS:
-        print(f"{_name:8s} {param_count(_name):>10,d} parameters  {CONFIGS[_name]}")

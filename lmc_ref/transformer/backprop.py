@@ -3,7 +3,7 @@
 Each operation has a ``*_fwd`` that returns its output and a cache, and a
 ``*_bwd`` that maps the gradient of the loss w.r.t. the output (``dout``) to the
 gradients w.r.t. its inputs and weights.  ``model_fwd`` / ``model_bwd`` chain them
-in the order of ``lmc_ref.predictors.transformer.forward``.  Everything is plain
+in the order of ``lmc_ref.transformer.model.forward``.  Everything is plain
 NumPy (BLAS matmuls) and works in float32 (training) or float64 (gradient
 checks, ``tests/test_backprop.py``).
 """
@@ -12,7 +12,7 @@ import math
 
 import numpy as np
 
-from .predictors.transformer import LN_EPS, get_config, shift_right, sinusoid_positions
+from .model import LN_EPS, get_config, shift_right, sinusoid_positions
 
 
 # -- embedding: h = E[tokens] * sqrt(d) ---------------------------------------
@@ -153,7 +153,7 @@ def gelu_bwd(dout, cache):
 
 
 # -- float32 training: the same operations as fused Numba kernels ----------------
-# (lmc_ref/backprop_kernels.py; tests/test_backprop.py checks them against the
+# (lmc_ref/transformer/backprop_kernels.py; tests/test_backprop.py checks them against the
 # NumPy functions above, which remain the reference and the float64 path.)
 def attention_fwd_fused(q, k, v, num_heads):
     from .backprop_kernels import attention_forward

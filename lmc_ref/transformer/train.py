@@ -1,4 +1,4 @@
-"""Training the transformer on a laptop CPU: manual backprop (``lmc_ref.backprop``) + Adam.
+"""Training the transformer on a laptop CPU: manual backprop (``lmc_ref.transformer.backprop``) + Adam.
 
 * Data: random windows of ``seq_len`` bytes from the training split (the first
   ``train_bytes`` bytes; 900,000 by default, as for ``enwik8_head``); the rest is
@@ -25,15 +25,15 @@ import argparse
 import hashlib
 import json
 import math
-import os
 import time
 from pathlib import Path
 
 import numpy as np
 
 from .backprop import loss_and_grads
-from .constants import CHUNK_SIZE
-from .predictors.transformer import CONFIGS, forward, get_config, init_params, param_count, param_shapes
+from ..constants import CHUNK_SIZE
+from .checkpoint import load_checkpoint, model_hash, save_checkpoint
+from .model import CONFIGS, forward, get_config, init_params, param_count
 
 DEFAULT_TRAIN_BYTES = 900_000
 LN2 = math.log(2.0)
@@ -48,16 +48,6 @@ def split_data(data, train_bytes=None):
     if not 0 < train_bytes < len(data):
         raise ValueError(f"train_bytes={train_bytes} must leave both splits non-empty ({len(data)} bytes)")
     return data[:train_bytes], data[train_bytes:]
-
-
-def model_hash(params):
-    """SHA-256 (32 bytes) over every weight: name, shape and float32 little-endian bytes, names sorted."""
-    h = hashlib.sha256()
-    for name in sorted(params):
-        w = np.ascontiguousarray(params[name], dtype="<f4")
-        h.update(name.encode() + b"\0" + json.dumps(list(w.shape)).encode() + b"\0")
-        h.update(w.tobytes())
-    return h.digest()
 
 
 def learning_rate(step, progress, hp):
@@ -119,38 +109,6 @@ def as_uint8(data):
 def data_sha256(data):
     """Hex SHA-256 of the data's bytes (recorded in checkpoints, checked on resume)."""
     return hashlib.sha256(as_uint8(data).tobytes()).hexdigest()
-
-
-def save_checkpoint(path, state):
-    """Write ``state`` (see ``train``) to ``path`` as an ``.npz`` (atomically: temp file + rename)."""
-    arrays = {"step": np.array(state["step"], dtype=np.int64),
-              "meta": np.frombuffer(json.dumps(state["meta"]).encode(), dtype=np.uint8)}
-    for prefix in ("param", "adam_m", "adam_v"):
-        for name, w in state[prefix].items():
-            arrays[f"{prefix}/{name}"] = w
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        np.savez(f, **arrays)
-    os.replace(tmp, path)
-
-
-def load_checkpoint(path):
-    """Read a checkpoint written by ``save_checkpoint`` (no pickle); checks names and shapes."""
-    with np.load(path, allow_pickle=False) as z:
-        if "meta" not in z.files or "step" not in z.files:
-            raise ValueError(f"{path}: not an lmc_ref transformer checkpoint (no meta/step)")
-        meta = json.loads(z["meta"].tobytes().decode())
-        shapes = param_shapes(meta["config"])
-        state = {"step": int(z["step"]), "meta": meta}
-        for prefix in ("param", "adam_m", "adam_v"):
-            state[prefix] = {}
-            for name, shape in shapes.items():
-                key = f"{prefix}/{name}"
-                if key not in z.files or z[key].shape != shape or z[key].dtype != np.float32:
-                    raise ValueError(f"{path}: {key} missing or not float32 of shape {shape}")
-                state[prefix][name] = z[key]
-    return state
 
 
 def train(config, data, steps=None, minutes=None, seq_len=CHUNK_SIZE, batch=2, out=None, progress=True, seed=0,
@@ -262,7 +220,7 @@ def main(argv=None):
                                                    "step count as --steps, it only draws the curve")
     args = ap.parse_args(argv)
     if args.data is None:
-        from .data import find_enwik
+        from ..data import find_enwik
         args.data = find_enwik("enwik8").path
     data = Path(args.data).read_bytes()
     resume = args.out if args.resume and args.out and Path(args.out).exists() else None

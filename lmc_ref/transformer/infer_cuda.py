@@ -3,7 +3,7 @@
 The division of labour keeps the lossless contract simple:
 
 * **The GPU runs the model.**  ``step_kernel`` is the CUDA twin of the CPU
-  kernel ``transformer_kernels._step``: for one position ``t`` of every chunk
+  kernel ``infer_cpu._step``: for one position ``t`` of every chunk
   in a batch (one thread block per chunk) it reads the input token, appends
   this position's keys and values to the chunk's KV cache in device memory,
   attends over positions ``0..t`` and writes the 256 log-probabilities.
@@ -56,8 +56,8 @@ from ..coder import (D_SIZE, E_SIZE, decode_interval, decoder_init, decoder_targ
                      encode_interval, encoder_finish, encoder_init)
 from ..constants import CHUNK_SIZE  # noqa: E402
 from ..quantize import quantize_interval, quantize_search  # noqa: E402
-from .transformer import LN_EPS, VOCAB, WIDENING, get_config, sinusoid_positions  # noqa: E402
-from .transformer_kernels import stream_capacity  # noqa: E402
+from .model import LN_EPS, VOCAB, WIDENING, get_config, sinusoid_positions  # noqa: E402
+from .infer_cpu import stream_capacity  # noqa: E402
 
 # --8<-- [start:limits]
 #: Threads per block.  Part of the numeric contract: the reduction trees (LayerNorm

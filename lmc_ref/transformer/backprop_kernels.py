@@ -12,7 +12,7 @@ training, the model calls these fused kernels instead where NumPy is slow:
 * GELU, forward and backward, in one pass instead of a dozen array temporaries.
 
 Training is allowed fast-math (nothing here feeds the coder: the coding
-kernels in ``predictors/transformer_kernels.py`` are separate and exact), so
+kernels in ``transformer/infer_cpu.py`` are separate and exact), so
 the compiler may reorder the sums; ``tests/test_backprop.py`` checks each
 kernel against its NumPy twin to float32 precision.
 """
@@ -22,7 +22,7 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from .predictors.transformer_kernels import _exp_shifted
+from .infer_cpu import exp_shifted
 
 
 @njit(cache=True)
@@ -59,7 +59,7 @@ def attention_forward(q, k, v, num_heads, lse, o):
         kt = _head_transposed(k, b, c, hd)  # [hd, T]
         vt = _head_transposed(v, b, c, hd)  # [hd, T]
         s = np.empty(t_size, np.float32)  # [T] one row of scores, then of probabilities
-        pow2 = np.empty(t_size, np.int32)  # scratch of _exp_shifted
+        pow2 = np.empty(t_size, np.int32)  # scratch of exp_shifted
         for i in range(t_size):
             n = i + 1
             for j in range(n):
@@ -71,7 +71,7 @@ def attention_forward(q, k, v, num_heads, lse, o):
             m = s[0]
             for j in range(n):
                 m = max(m, s[j])
-            _exp_shifted(s, n, m, pow2)
+            exp_shifted(s, n, m, pow2)
             total = np.float32(0.0)
             for j in range(n):
                 total += s[j]
@@ -105,7 +105,7 @@ def attention_backward(do, q, k, v, lse, num_heads, dq, dk, dv):
         gvt = np.zeros((hd, t_size), np.float32)  # [hd, T] dV of this head, transposed
         pr = np.empty(t_size, np.float32)  # [T] row i of P, recomputed
         ds = np.empty(t_size, np.float32)  # [T] row i of dP, then of dS
-        pow2 = np.empty(t_size, np.int32)  # scratch of _exp_shifted
+        pow2 = np.empty(t_size, np.int32)  # scratch of exp_shifted
         for i in range(t_size):
             n = i + 1
             for j in range(n):
@@ -115,7 +115,7 @@ def attention_backward(do, q, k, v, lse, num_heads, dq, dk, dv):
                 qe = q[b, i, c + e] * scale
                 for j in range(n):
                     pr[j] += qe * kt[e, j]
-            _exp_shifted(pr, n, lse[b, h, i], pow2)  # P_ij = exp(S_ij - lse_i)
+            exp_shifted(pr, n, lse[b, h, i], pow2)  # P_ij = exp(S_ij - lse_i)
             for e in range(hd):
                 g = do[b, i, c + e]
                 for j in range(n):

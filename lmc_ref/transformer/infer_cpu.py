@@ -19,7 +19,7 @@ Layouts: key cache ``[L, H, hd, T_max]`` (the score loop runs over positions,
 contiguously), value cache ``[L, H, T_max, hd]``.  Everything is float32 except
 the LayerNorm statistics and the softmax normalisers, which are accumulated in
 float64 (the attention normaliser as four interleaved partial sums, ``_sum4``).
-The attention weights use our own ``exp`` (``_exp_shifted``): plain float32
+The attention weights use our own ``exp`` (``exp_shifted``): plain float32
 arithmetic that vectorises and rounds the same on every IEEE machine (a libm
 ``expf`` call per weight does not vectorise; replacing it took the 2-core
 coding rate from about 7.5 to 9.8 KB/s).
@@ -41,7 +41,7 @@ from ..coder import (D_SIZE, E_SIZE, decode_interval, decoder_init, decoder_targ
                      encoder_finish, encoder_init, max_stream_bytes)
 from ..constants import CHUNK_SIZE
 from ..quantize import quantize_interval, quantize_search
-from .transformer import LN_EPS, VOCAB, get_config, shift_right, sinusoid_positions
+from .model import LN_EPS, VOCAB, get_config, shift_right, sinusoid_positions
 
 
 def pack_weights(params, config, max_len=CHUNK_SIZE):
@@ -114,7 +114,7 @@ _EXP_P = (np.float32(1.9875691500e-4), np.float32(1.3981999507e-3), np.float32(8
 
 
 @njit(cache=True)
-def _exp_shifted(s, n, m, pow2):
+def exp_shifted(s, n, m, pow2):
     """In place: ``s[i] = exp(s[i] - m)`` for ``i < n``, where ``s[i] <= m`` (``pow2``: int32 scratch)."""
     p0, p1, p2, p3, p4, p5 = _EXP_P
     for i in range(n):
@@ -183,7 +183,7 @@ def _step(embed, pos, wq, wk, wv, wo, ln1s, ln1o, f1w, f1b, f2w, f2b, ln2s, ln2o
     a = np.empty(d, np.float32)
     f = np.empty(f1w.shape[2], np.float32)  # [4d]
     s = np.empty(t + 1, np.float32)  # [t+1] scores of one head
-    pow2 = np.empty(t + 1, np.int32)  # [t+1] scratch of _exp_shifted
+    pow2 = np.empty(t + 1, np.int32)  # [t+1] scratch of exp_shifted
     c_gelu = np.float32(math.sqrt(2.0 / math.pi))
     for l in range(n_layers):
         _matvec(h, wq[l], no_bias, q)
@@ -201,7 +201,7 @@ def _step(embed, pos, wq, wk, wv, wo, ln1s, ln1o, f1w, f1b, f2w, f2b, ln2s, ln2o
                     s[tau] += qe * krow[tau]
             for tau in range(t + 1):
                 s[tau] *= scale
-            _exp_shifted(s, t + 1, _max8(s, t + 1), pow2)
+            exp_shifted(s, t + 1, _max8(s, t + 1), pow2)
             inv = np.float32(1.0 / _sum4(s, t + 1))
             for tau in range(t + 1):
                 s[tau] *= inv
