@@ -19,7 +19,7 @@ from pathlib import Path
 
 from common import best_time, text_sample
 
-from lmc_ref.compressors import compress, decompress
+from lmc_ref.codec import compress, decompress
 from lmc_ref.predictors import make_predictor
 
 

@@ -36,7 +36,7 @@ text_sample = _common.text_sample
 
 import numpy as np  # noqa: E402
 
-from lmc_ref.compressors import compress, decompress
+from lmc_ref.codec import compress, decompress
 from lmc_ref.constants import CHUNK_SIZE
 from lmc_ref.transformer import model as tf
 from lmc_ref.transformer import infer_cuda as tc

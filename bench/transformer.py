@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from common import text_sample
 
-from lmc_ref.compressors import compress, decompress
+from lmc_ref.codec import compress, decompress
 from lmc_ref.transformer import model as tf
 from lmc_ref.transformer import train as tr
 

@@ -21,7 +21,7 @@ import tempfile
 import textwrap
 from pathlib import Path
 
-from . import __version__, compressors, container
+from . import __version__, codec, container
 from .predictors import available
 from .predictors import base as _predictor_base
 
@@ -46,7 +46,7 @@ model spec strings (--model SPEC):
 
 def _models_help():
     """The epilog of ``compress --help``: spec syntax plus every registered predictor."""
-    lines = [SPEC_HELP, "", f"available predictors (default: {compressors.DEFAULT_SPEC}):"]
+    lines = [SPEC_HELP, "", f"available predictors (default: {codec.DEFAULT_SPEC}):"]
     for name in available():
         lines.append(f"  {name}")
         help_text = getattr(_predictor_base.predictor_class(name), "help_text", None)
@@ -84,14 +84,14 @@ def build_parser():
                          "one (it reads it from the header)")
     io.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                     help="show a progress bar on stderr (default: only for inputs over "
-                         f"{compressors.PROGRESS_THRESHOLD >> 20} MB)")
+                         f"{codec.PROGRESS_THRESHOLD >> 20} MB)")
 
     comp = commands.add_parser(
         "compress", parents=[io], formatter_class=raw, epilog=_models_help(),
         help="compress FILE to FILE.lmc", description="Compress each FILE to FILE.lmc.")
     comp.add_argument("-d", "--decompress", action="store_true",
                       help="decompress instead (same as the decompress command)")
-    comp.add_argument("--model", metavar="SPEC", default=compressors.DEFAULT_SPEC,
+    comp.add_argument("--model", metavar="SPEC", default=codec.DEFAULT_SPEC,
                       help="predictor to compress with (default: %(default)s; see below); "
                            "ignored with -d, since a .lmc file names its own model")
 
@@ -285,9 +285,9 @@ def _code_one(name, args):
     data = _read(name)
     progress = "auto" if args.progress is None else args.progress
     if args.decompress:
-        result = compressors.decompress(data, path=args.path, progress=progress, backend=args.backend)
+        result = codec.decompress(data, path=args.path, progress=progress, backend=args.backend)
     else:
-        result = compressors.compress(data, spec=args.model, path=args.path, progress=progress,
+        result = codec.compress(data, spec=args.model, path=args.path, progress=progress,
                                       backend=args.backend or "cpu")
 
     if to_stdout:

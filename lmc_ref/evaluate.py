@@ -27,7 +27,8 @@ import numpy as np
 
 from . import container
 from .constants import CHUNK_SIZE
-from .compressors import CLASSICAL, compress, decompress
+from .baselines import CLASSICAL
+from .codec import compress, decompress
 from .predictors import make_predictor, parse_spec, predictor_class
 
 

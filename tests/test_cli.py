@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-from lmc_ref import cli, compressors
+from lmc_ref import cli, codec
 from lmc_ref.cli import main
 
 SPEC = "ngram:order=2"
@@ -51,7 +51,7 @@ def files_in(directory):
 def test_round_trip_deletes_inputs_by_default(sample):
     assert main(["compress", "--model", SPEC, str(sample)]) == 0
     assert not sample.exists() and lmc(sample).exists()
-    assert compressors.decompress(lmc(sample).read_bytes()) == DATA
+    assert codec.decompress(lmc(sample).read_bytes()) == DATA
     assert main(["decompress", str(lmc(sample))]) == 0
     assert sample.read_bytes() == DATA and not lmc(sample).exists()
 
@@ -75,7 +75,7 @@ def test_keep(sample):
 def test_stdout_writes_no_file(sample, capsysbinary):
     assert main(["compress", "-c", "--model", SPEC, str(sample)]) == 0
     out = capsysbinary.readouterr().out
-    assert compressors.decompress(out) == DATA
+    assert codec.decompress(out) == DATA
     assert files_in(sample.parent) == [sample.name]  # input kept, nothing written
     lmc(sample).write_bytes(out)
     assert main(["decompress", "--stdout", str(lmc(sample))]) == 0
@@ -96,7 +96,7 @@ def test_stdin_to_output_file(tmp_path, monkeypatch):
     monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(DATA)))
     target = tmp_path / "from-stdin.lmc"
     assert main(["compress", "--model", SPEC, "-o", str(target), "-"]) == 0
-    assert compressors.decompress(target.read_bytes()) == DATA
+    assert codec.decompress(target.read_bytes()) == DATA
 
 
 def test_explicit_output_and_readable_path(sample, tmp_path):
@@ -144,7 +144,7 @@ def test_refuses_to_overwrite_without_force(sample, capsys):
     one_error_line(capsys.readouterr().err, str(sample), "already exists", "-f")
     assert lmc(sample).read_bytes() == b"precious" and sample.read_bytes() == DATA
     assert main(["compress", "-f", "--model", SPEC, str(sample)]) == 0
-    assert compressors.decompress(lmc(sample).read_bytes()) == DATA and not sample.exists()
+    assert codec.decompress(lmc(sample).read_bytes()) == DATA and not sample.exists()
 
 
 def test_decompress_refuses_to_overwrite(sample, capsys):
@@ -174,7 +174,7 @@ def test_refuses_compressed_data_on_a_terminal(sample, monkeypatch, capsysbinary
     one_error_line(captured.err, "terminal", "-f")
     assert captured.out == b""
     assert main(["compress", "-c", "-f", "--model", SPEC, str(sample)]) == 0
-    assert compressors.decompress(capsysbinary.readouterr().out) == DATA
+    assert codec.decompress(capsysbinary.readouterr().out) == DATA
 
 
 # ---------------------------------------------------------------- failures ---
@@ -273,7 +273,7 @@ def test_help_lists_models_and_spec_syntax(capsys):
 def test_info(sample, capsys):
     assert main(["compress", "-k", "--model", SPEC, str(sample)]) == 0
     blob = lmc(sample).read_bytes()
-    header, payload = compressors.container.unpack(blob)
+    header, payload = container.unpack(blob)
     assert main(["info", str(lmc(sample))]) == 0
     out = capsys.readouterr().out
     assert header.spec in out and header.spec.startswith(SPEC)

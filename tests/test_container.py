@@ -1,4 +1,4 @@
-"""The ``.lmc`` container and ``compressors.decompress`` on damaged, truncated and foreign input.
+"""The ``.lmc`` container and ``codec.decompress`` on damaged, truncated and foreign input.
 
 Design rule 3: decoding checks every header field before allocating from it and
 fails with a ``ValueError`` naming the problem; it never hangs and never
@@ -19,7 +19,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from lmc_ref import container
-from lmc_ref.compressors import (DEFAULT_SPEC, compress, decompress, max_decodable_length,
+from lmc_ref.codec import (DEFAULT_SPEC, compress, decompress, max_decodable_length,
                                  min_bits_per_symbol)
 from lmc_ref.constants import CDF_TOTAL
 from lmc_ref.container import MAX_ORIGINAL_LENGTH, Header, pack, unpack

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lmc_ref.compressors import compress, decode_readable, decompress, encode_readable
+from lmc_ref.codec import compress, decode_readable, decompress, encode_readable
 from lmc_ref.container import unpack
 from lmc_ref.predictors import context_mixing as cm
 from lmc_ref.predictors import context_mixing_kernels as K

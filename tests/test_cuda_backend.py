@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from numba import cuda
 
-from lmc_ref import compressors, container
+from lmc_ref import codec, container
 from lmc_ref.transformer import infer_cuda as tc
 
 
@@ -68,15 +68,15 @@ def test_flat_weights_layout():
 
 def test_cpu_only_predictors_refuse_cuda():
     with pytest.raises(ValueError, match="not on 'cuda'"):
-        compressors.compress(b"abc", "ngram", progress=False, backend="cuda")
+        codec.compress(b"abc", "ngram", progress=False, backend="cuda")
 
 
 @pytest.mark.skipif(cuda.is_available(), reason="this machine has a GPU")
 def test_cuda_file_without_a_gpu_is_refused_clearly():
-    blob = compressors.compress(b"abc", "ngram", progress=False)
+    blob = codec.compress(b"abc", "ngram", progress=False)
     header, payload = container.unpack(blob)
     from dataclasses import replace
 
     foreign = container.pack(replace(header, backend="cuda"), payload)
     with pytest.raises(ValueError, match="coded on 'cuda'"):
-        compressors.decompress(foreign, progress=False)
+        codec.decompress(foreign, progress=False)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from lmc_ref import data
-from lmc_ref.compressors import CLASSICAL
+from lmc_ref.baselines import CLASSICAL
 from lmc_ref.evaluate import Rate, classical_rate, header_once, ideal_code_length, predictive_rate
 from lmc_ref.predictors import make_predictor
 
@@ -44,7 +44,7 @@ def test_paper_protocol_on_enwik8_head(enwik8_head, name, expected):
 
 
 def test_predictive_rate_is_verified_and_close_to_ideal(enwik8_head):
-    from lmc_ref.compressors import compress
+    from lmc_ref.codec import compress
     from lmc_ref.container import unpack
 
     chunks = list(data.text_chunks(enwik8_head[: 3 * 2048]))

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from lmc_ref.compressors import compress, decompress
+from lmc_ref.codec import compress, decompress
 from lmc_ref.predictors import make_predictor, parse_spec
 from lmc_ref.predictors import ngram
 

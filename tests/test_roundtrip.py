@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lmc_ref.compressors import compress, decompress, decode_readable, encode_readable
+from lmc_ref.codec import compress, decompress, decode_readable, encode_readable
 from lmc_ref.container import unpack
 from lmc_ref.predictors import available, make_predictor
 

@@ -5,7 +5,7 @@ import dataclasses
 import numpy as np
 import pytest
 
-from lmc_ref import compressors, container
+from lmc_ref import codec, container
 from lmc_ref.transformer import train as tr
 from lmc_ref.coder import ArithmeticDecoder
 from lmc_ref.constants import CHUNK_SIZE
@@ -62,18 +62,18 @@ def cdfs(spec, data, decode_payload=None):
 def test_round_trip_fused_equals_readable(request, which, length):
     spec = request.getfixturevalue(which)
     data = (TEXT * 2)[:length]
-    fused = compressors.compress(data, spec, path="fused", progress=False)
+    fused = codec.compress(data, spec, path="fused", progress=False)
     if length <= 300:
-        assert compressors.compress(data, spec, path="readable", progress=False) == fused
-        assert compressors.decompress(fused, path="readable", progress=False) == data
-    assert compressors.decompress(fused, progress=False) == data
+        assert codec.compress(data, spec, path="readable", progress=False) == fused
+        assert codec.decompress(fused, path="readable", progress=False) == data
+    assert codec.decompress(fused, progress=False) == data
 
 
 def test_encoder_and_decoder_cdfs_equal(random_spec, trained_spec):
     data = np.frombuffer(TEXT[:200], np.uint8)
     for spec in (random_spec, trained_spec):
         pred = make_predictor(spec)
-        blob = compressors.compress(bytes(data), spec, progress=False)
+        blob = codec.compress(bytes(data), spec, progress=False)
         # the decoder's readable loop, recording its CDFs
         header, payload = container.unpack(blob)
         (stream,) = container.unpack_chunk_streams(payload, len(data), CHUNK_SIZE, len(payload))  # one chunk
@@ -103,12 +103,12 @@ def test_context_restarts_every_chunk(random_spec):
 
 
 def test_trained_model_compresses_its_text(trained_spec):
-    blob = compressors.compress(TEXT[:1000], trained_spec, progress=False)
+    blob = codec.compress(TEXT[:1000], trained_spec, progress=False)
     assert len(blob) < 0.6 * 1000
 
 
 def test_hash_mismatch_and_bad_specs(tmp_path, random_spec):
-    blob = compressors.compress(TEXT[:50], random_spec, progress=False)
+    blob = codec.compress(TEXT[:50], random_spec, progress=False)
     path = random_spec.split("=", 1)[1]
     state = tr.load_checkpoint(path)
     state["param"]["out.b"][0] += np.float32(0.5)
@@ -117,7 +117,7 @@ def test_hash_mismatch_and_bad_specs(tmp_path, random_spec):
     header, payload = container.unpack(blob)
     forged = container.pack(dataclasses.replace(header, spec=f"transformer:ckpt={other}"), payload)
     with pytest.raises(ValueError, match="model mismatch"):
-        compressors.decompress(forged, progress=False)
+        codec.decompress(forged, progress=False)
     with pytest.raises(ValueError, match="needs ckpt"):
         make_predictor("transformer")
     with pytest.raises(ValueError, match="cannot load"):

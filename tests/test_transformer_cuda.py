@@ -22,7 +22,7 @@ from numba import cuda, float32, float64
 from numba import types as numba_types
 from numba.np import numpy_support
 
-from lmc_ref import compressors, container
+from lmc_ref import codec, container
 from lmc_ref.transformer import train as tr
 from lmc_ref.transformer import model as tf
 from lmc_ref.transformer import infer_cuda as tc
@@ -360,18 +360,18 @@ def checkpoint_spec(path, params):
 def test_container_round_trip_and_backend_checks(tmp_path):
     spec = checkpoint_spec(tmp_path / "tiny.npz", params_for(TINY, seed=5))
     data = b"hello!"
-    blob = compressors.compress(data, spec, progress=False, backend="cuda")
+    blob = codec.compress(data, spec, progress=False, backend="cuda")
     header, payload = container.unpack(blob)
     assert header.backend == "cuda"
     assert tc.unpack_streams(payload, len(data))  # one stream, table validated
-    assert compressors.decompress(blob, progress=False) == data
+    assert codec.decompress(blob, progress=False) == data
     with pytest.raises(ValueError, match="backend mismatch"):
-        compressors.decompress(blob, progress=False, backend="cpu")
-    cpu_blob = compressors.compress(data, spec, progress=False)
+        codec.decompress(blob, progress=False, backend="cpu")
+    cpu_blob = codec.compress(data, spec, progress=False)
     with pytest.raises(ValueError, match="backend mismatch"):
-        compressors.decompress(cpu_blob, progress=False, backend="cuda")
+        codec.decompress(cpu_blob, progress=False, backend="cuda")
     with pytest.raises(ValueError, match="readable path"):
-        compressors.compress(data, spec, path="readable", progress=False, backend="cuda")
+        codec.compress(data, spec, path="readable", progress=False, backend="cuda")
 
 
 def test_evaluation_harness_on_the_gpu(tmp_path):
@@ -382,8 +382,8 @@ def test_evaluation_harness_on_the_gpu(tmp_path):
     chunks = [b"abc", b"hello"]
     rate = evaluate(spec, chunks, backend="cuda")
     assert rate.verified and rate.n_chunks == 2 and rate.model_bytes == 2 * tf.param_count(TINY)
-    payloads = [len(container.unpack(compressors.compress(c, spec, progress=False, backend="cuda"))[1])
+    payloads = [len(container.unpack(codec.compress(c, spec, progress=False, backend="cuda"))[1])
                 for c in chunks]
-    header = len(compressors.compress(b"", spec, progress=False, backend="cuda"))
+    header = len(codec.compress(b"", spec, progress=False, backend="cuda"))
     assert rate.compressed_bytes == sum(payloads) + header
     assert 0 < rate.ideal_bits <= 8 * sum(payloads)

@@ -5,7 +5,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lmc_ref import word_codes as W
-from lmc_ref.compressors import compress, decompress
+from lmc_ref.codec import compress, decompress
 from lmc_ref.container import unpack
 
 SMALL = "cm:mem=10"

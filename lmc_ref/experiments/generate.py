@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import data
-from ..compressors import CLASSICAL
+from ..baselines import CLASSICAL
 from ..predictors import available, make_predictor
 from .table1 import PREDICTOR_SPECS
 

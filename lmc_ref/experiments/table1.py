@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from .. import data
-from ..compressors import CLASSICAL
+from ..baselines import CLASSICAL
 from ..constants import CHUNK_SIZE
 from ..evaluate import evaluate
 from ..predictors import available

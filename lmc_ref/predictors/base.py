@@ -17,6 +17,14 @@ registered name, then ``key=value`` parameters.  A predictor's ``spec``
 property returns its canonical spec with every parameter explicit, which is
 what the container records, so a file decodes with the configuration it was
 made with even if defaults change later.
+
+A canonical spec starts with the predictor's *model version*, ``v=N``
+(``cm:v=7,mem=22``): the version of the model's arithmetic, which decides the
+coded bits.  A model change raises it, so the file layout's version
+(``container.VERSION``) never moves for a model change; a decoder that meets a
+version it does not implement says so, naming it.  Files written before the
+version moved into the spec carry no ``v=``; for them, ``unversioned`` names
+the version they were made with.
 """
 
 from abc import ABC, abstractmethod
@@ -50,6 +58,11 @@ class Predictor(ABC):
     #: (frequent words replaced by unused byte values; the file holds the words);
     #: such a predictor has ``use_word_codes(code_bytes)``, called before coding.
     word_codes = False
+    #: The version of the model's arithmetic this code implements (``v=`` in the spec).
+    model_version = 1
+    #: The version a stored spec without ``v=`` means (files of format 7 written
+    #: before versions moved into the spec).
+    unversioned = 1
 
     @property
     @abstractmethod
@@ -83,6 +96,10 @@ class Predictor(ABC):
     def update_bit(self, bit: int) -> None:
         """Condition a bitwise predictor on the bit that occurred."""
         raise NotImplementedError(f"{type(self).__name__} is not a bitwise predictor")
+
+    def versioned_spec(self, params=""):
+        """``name:v=N`` followed by ``params`` (``"k=v,..."``): the canonical spec's shape."""
+        return f"{self.registry_name}:v={self.model_version}" + (f",{params}" if params else "")
 
     def use_backend(self, name):
         """Run on backend ``name`` from now on (raises ``ValueError`` if this predictor cannot)."""
@@ -149,16 +166,25 @@ def parse_spec(spec):
     return name, params
 
 
-def make_predictor(spec):
+def make_predictor(spec, stored=False):
     """Build a predictor from its spec string, e.g. ``make_predictor("ngram:order=4")``.
 
+    ``v=N`` picks the model version; without it a new spec means the newest
+    version and a ``stored`` one (read from a file header) means the version
+    files had before the spec carried it (``Predictor.unversioned``).
+
     Raises:
-        ValueError: unknown predictor name or invalid parameters.
+        ValueError: unknown predictor name, a model version this code does not
+            implement, or invalid parameters.
     """
     name, params = parse_spec(spec)
-    if name not in _REGISTRY:
-        raise ValueError(f"unknown predictor {name!r}; available: {', '.join(available())}")
-    return _REGISTRY[name].from_params(**params)
+    cls = predictor_class(name)
+    default = cls.unversioned if stored else cls.model_version
+    version = int_param(params, "v", default, 0, 1 << 16)
+    if version != cls.model_version:
+        raise ValueError(f"{name} model version {version} is not implemented by this lmc_ref "
+                         f"(it implements v={cls.model_version})")
+    return cls.from_params(**params)
 
 
 def int_param(params, key, default, lo, hi):

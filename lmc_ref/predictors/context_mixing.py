@@ -327,8 +327,12 @@ class APM:
 
 @register("cm")
 class ContextMixingPredictor(Predictor):
-    """Bitwise context-mixing model (``cm:mem=22``); see the module docstring."""
+    """Bitwise context-mixing model (``cm:v=7,mem=22``); see the module docstring."""
 
+    # Version 7: the model of file format 7 (byte classes, text shape, class-selected
+    # mixer 1, order 5); formats 3-7 each changed the model, so the count goes on from there.
+    model_version = 7
+    unversioned = 7
     bitwise = True
     word_codes = True  # the compressor codes frequent words as single bytes (lmc_ref.word_codes)
 
@@ -365,7 +369,7 @@ class ContextMixingPredictor(Predictor):
 
     @property
     def spec(self):
-        return f"cm:mem={self.mem}"
+        return self.versioned_spec(f"mem={self.mem}")
 
     # --8<-- [start:reset]
     def reset(self):

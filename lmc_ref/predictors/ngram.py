@@ -35,7 +35,7 @@ when a context's total passes a limit (so the model keeps adapting).
 Two implementations produce identical bytes (tested):
 
 * ``NGramPredictor.predict`` / ``update``: readable Python, used by the generic
-  coding loop in ``lmc_ref.compressors``;
+  coding loop in ``lmc_ref.codec``;
 * ``ngram_kernels._code_block``: the same arithmetic in one ``@njit`` loop
   fused with the arithmetic coder, used by ``fused_encode`` / ``fused_decode``.
 """
@@ -121,7 +121,7 @@ class NGramPredictor(Predictor):
 
     @property
     def spec(self):
-        return f"ngram:order={self.order},mem={self.mem}"
+        return self.versioned_spec(f"order={self.order},mem={self.mem}")
 
     def reset(self):
         # np.zeros maps fresh pages lazily: only touched slots cost memory.

@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from lmc_ref import data
-from lmc_ref.compressors import CLASSICAL, ClassicalCompressor, closest_factors
+from lmc_ref.baselines import CLASSICAL, ClassicalCompressor, closest_factors
 from lmc_ref.constants import CHUNK_SIZE
 
 NAMES = sorted(CLASSICAL)
