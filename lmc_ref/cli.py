@@ -22,8 +22,7 @@ import textwrap
 from pathlib import Path
 
 from . import __version__, codec, container
-from .predictors import available
-from .predictors import base as _predictor_base
+from .predictors import available, predictor_class
 
 SUFFIX = ".lmc"
 COMMANDS = ("compress", "decompress", "info", "reproduce", "experiment", "train")
@@ -49,10 +48,8 @@ def _models_help():
     lines = [SPEC_HELP, "", f"available predictors (default: {codec.DEFAULT_SPEC}):"]
     for name in available():
         lines.append(f"  {name}")
-        help_text = getattr(_predictor_base.predictor_class(name), "help_text", None)
-        if callable(help_text):
-            for line in help_text().strip().splitlines():
-                lines.extend(textwrap.wrap(line, 79, initial_indent=" " * 6, subsequent_indent=" " * 6))
+        for line in predictor_class(name).help_text().strip().splitlines():
+            lines.extend(textwrap.wrap(line, 79, initial_indent=" " * 6, subsequent_indent=" " * 6))
     return "\n".join(lines)
 
 

@@ -106,7 +106,7 @@ def max_decodable_length(payload_len, alphabet_size):
 
 def _readable_payload(predictor, arr):
     """``encode_readable``; per chunk for predictors that code each chunk as its own stream."""
-    chunk = getattr(predictor, "chunk_streams", None)
+    chunk = predictor.chunk_streams
     if not chunk:
         return encode_readable(predictor, arr)
     return container.pack_chunk_streams([encode_readable(predictor, arr[i:i + chunk])
@@ -114,7 +114,7 @@ def _readable_payload(predictor, arr):
 
 
 def _readable_decode(predictor, payload, length):
-    chunk = getattr(predictor, "chunk_streams", None)
+    chunk = predictor.chunk_streams
     if not chunk:
         return decode_readable(predictor, payload, length)
     streams = container.unpack_chunk_streams(payload, length, chunk, max_stream_bytes(chunk))

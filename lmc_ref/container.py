@@ -30,15 +30,13 @@ import zlib
 from dataclasses import dataclass
 
 MAGIC = b"\x89LMC"
-# Format versions: 1 used the first quantization rule (rounding remainder spread
-# over the lowest symbols); 2 gives it to the last symbol (lmc_ref/quantize.py);
-# 3 adds the run model to ``cm`` (a different model codes different bits); 4 adds
-# ``cm``'s follower context and one-sided-history inputs; 5 starts ``cm``'s indirect,
-# match and run counters at priors instead of 1/2, a second match candidate, and the
-# word-codes flag; 6 replaces ``cm``'s order-1 context by byte classes, gives its
-# hash buckets a third candidate and its mixers a higher learning rate; 7 adds the
-# text-shape context and class-selected mixer, order 5 for 6, slower APMs late on.
-# What decides the coded bits is recorded, so an old file is refused, not misread.
+# The version of the file *layout* above.  It changes only when the fields or
+# their meaning change, never for a model change: a predictor's model version
+# is part of its spec (``cm:v=7,mem=22``, see ``lmc_ref.predictors.base``).
+# Format 7 files written before the spec carried a model version decode as
+# that predictor's ``unversioned`` model.  Older formats are refused, not
+# misread: up to 7, this number also counted model changes, so their bits
+# cannot be rebuilt.
 VERSION = 7
 MAX_SPEC_LENGTH = 1024
 HASH_LENGTHS = (0, 32)
@@ -180,6 +178,14 @@ def chunk_lengths(length, chunk):
     return [min(chunk, length - i) for i in range(0, length, chunk)]
 
 
+STREAM_ENTRY = struct.calcsize("<I")  # bytes of one entry of the stream table
+
+
+def chunk_stream_sizes(streams):
+    """Bytes each stream takes in a chunk-stream payload: its table entry plus the stream."""
+    return [STREAM_ENTRY + len(s) for s in streams]
+
+
 def pack_chunk_streams(streams):
     """The payload for a list of per-chunk streams: the length table, then the streams."""
     return b"".join(struct.pack("<I", len(s)) for s in streams) + b"".join(streams)
@@ -192,14 +198,15 @@ def unpack_chunk_streams(payload, length, chunk, capacity):
     fit, its entries must respect the bound and sum to the bytes that follow.
     """
     n = len(chunk_lengths(length, chunk))
-    if len(payload) < 4 * n:
+    table = STREAM_ENTRY * n
+    if len(payload) < table:
         raise ValueError(f"payload of {len(payload)} bytes is too short for the stream table of {n} chunks")
-    sizes = struct.unpack(f"<{n}I", bytes(payload[: 4 * n]))
+    sizes = struct.unpack(f"<{n}I", bytes(payload[:table]))
     if any(s > capacity for s in sizes):
         raise ValueError(f"a chunk stream claims more than the {capacity} bytes a {chunk}-byte chunk can need")
-    if sum(sizes) != len(payload) - 4 * n:
-        raise ValueError(f"stream table sums to {sum(sizes)} bytes but {len(payload) - 4 * n} follow it")
-    streams, pos = [], 4 * n
+    if sum(sizes) != len(payload) - table:
+        raise ValueError(f"stream table sums to {sum(sizes)} bytes but {len(payload) - table} follow it")
+    streams, pos = [], table
     for s in sizes:
         streams.append(bytes(payload[pos : pos + s]))
         pos += s

@@ -108,7 +108,7 @@ def _measure_job(job):
 
 
 def _codes_chunk_streams(spec):
-    return bool(getattr(predictor_class(parse_spec(spec)[0]), "chunk_streams", None))
+    return predictor_class(parse_spec(spec)[0]).chunk_streams > 0
 
 
 def _evaluate_batched(name, chunks, chunked, verify, backend, progress=False):
@@ -141,7 +141,7 @@ def _evaluate_batched(name, chunks, chunked, verify, backend, progress=False):
             raise AssertionError(f"{name} did not round-trip on {backend}")
         if bar is not None:
             bar.close()
-        sizes, bits = [4 + len(s) for s in streams], float(sum(chunk_bits))
+        sizes, bits = container.chunk_stream_sizes(streams), float(sum(chunk_bits))
     header_size = len(compress(b"", name, progress=False, backend=backend))  # an empty file is its header
     return Rate(predictor.spec, chunked, len(pieces), sum(len(c) for c in chunks), sum(sizes) + header_size,
                 model_bytes=predictor.model_bytes, ideal_bits=bits, verified=verify)
@@ -213,17 +213,7 @@ def predictive_rate(spec, chunks, chunked=True, verify=True, ideal=True, workers
 def ideal_code_length(predictor, data):
     """Sum of -log2 p(x_i | x_<i) under the predictor's float model, from an empty context.
 
-    Uses the predictor's fast ``ideal_bits`` when it has one; otherwise the
-    readable predict/update loop (slow, fine for small inputs).
+    ``Predictor.ideal_bits``: a compiled loop where the predictor has one,
+    otherwise the readable predict/update loop (slow, fine for small inputs).
     """
-    fast = getattr(predictor, "ideal_bits", None)
-    arr = np.frombuffer(bytes(data), dtype=np.uint8)
-    if fast is not None:
-        return fast(arr)
-    predictor.reset()
-    bits = 0.0
-    for symbol in arr:
-        pdf = predictor.predict()
-        bits -= float(np.log2(pdf[symbol] / pdf.sum()))
-        predictor.update(int(symbol))
-    return bits
+    return predictor.ideal_bits(np.frombuffer(bytes(data), dtype=np.uint8))

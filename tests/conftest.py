@@ -7,6 +7,9 @@ Hypothesis profiles (choose with ``HYPOTHESIS_PROFILE``, default ``ci``):
 
 Data fixtures read the real samples through ``LMC_REF_DATA`` (the folder that
 holds ``enwik8_head``, e.g. ``../shared/data``) and skip when it is not set.
+When it *is* set, a test that needs real data (it uses the ``data_dir``
+fixture) and skips anyway is reported as a failure: a run that was given the
+data must not turn green by skipping the tests that read it.
 """
 
 import os
@@ -33,6 +36,18 @@ settings.register_profile(
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """With ``LMC_REF_DATA`` set, a skipped test that needs real data fails instead."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.skipped and os.environ.get("LMC_REF_DATA") and "data_dir" in getattr(item, "fixturenames", ()):
+        reason = report.longrepr[-1] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        report.outcome = "failed"
+        report.longrepr = (f"skipped although LMC_REF_DATA={os.environ['LMC_REF_DATA']} is set: {reason} "
+                           "(a test that needs real data must not skip when the data is given)")
 
 
 @pytest.fixture(scope="session", autouse=True)

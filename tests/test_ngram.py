@@ -9,8 +9,9 @@ from lmc_ref.predictors import ngram
 
 
 def test_spec_is_canonical():
-    assert make_predictor("ngram").spec == f"ngram:order={ngram.DEFAULT_ORDER},mem={ngram.DEFAULT_MEM}"
-    assert make_predictor("ngram:mem=12,order=3").spec == "ngram:order=3,mem=12"
+    assert make_predictor("ngram").spec == f"ngram:v=1,order={ngram.DEFAULT_ORDER},mem={ngram.DEFAULT_MEM}"
+    assert make_predictor("ngram:mem=12,order=3").spec == "ngram:v=1,order=3,mem=12"
+    assert make_predictor("ngram:v=1,order=3,mem=12").spec == "ngram:v=1,order=3,mem=12"
     assert parse_spec("ngram:order=3,mem=12") == ("ngram", {"order": "3", "mem": "12"})
 
 

@@ -56,8 +56,13 @@ class Predictor(ABC):
     model_bytes = 0
     #: True if the compressor codes this model's input through ``lmc_ref.word_codes``
     #: (frequent words replaced by unused byte values; the file holds the words);
-    #: such a predictor has ``use_word_codes(code_bytes)``, called before coding.
+    #: such a predictor implements ``use_word_codes(code_bytes)``, called before coding.
     word_codes = False
+    #: 0: one arithmetic-code stream for the whole input.  N > 0: the context
+    #: restarts every N symbols and each N-symbol chunk is its own stream
+    #: (``container.pack_chunk_streams``); such a predictor implements
+    #: ``encode_chunks`` / ``decode_chunks``, which code chunks side by side.
+    chunk_streams = 0
     #: The version of the model's arithmetic this code implements (``v=`` in the spec).
     model_version = 1
     #: The version a stored spec without ``v=`` means (files of format 7 written
@@ -101,11 +106,52 @@ class Predictor(ABC):
         """``name:v=N`` followed by ``params`` (``"k=v,..."``): the canonical spec's shape."""
         return f"{self.registry_name}:v={self.model_version}" + (f",{params}" if params else "")
 
+    @classmethod
+    def from_params(cls, **params):
+        """Build from a spec's parameters (strings); a predictor with parameters overrides this."""
+        reject_unknown(cls.registry_name, params)
+        return cls()
+
+    @classmethod
+    def help_text(cls) -> str:
+        """One paragraph for ``lmc-ref compress --help``: the spec's form and what the model is."""
+        return (cls.__doc__ or cls.registry_name).strip().splitlines()[0]
+
     def use_backend(self, name):
         """Run on backend ``name`` from now on (raises ``ValueError`` if this predictor cannot)."""
         if name != self.backend:
-            raise ValueError(f"predictor {getattr(self, 'registry_name', type(self).__name__)!r} "
+            raise ValueError(f"predictor {self.registry_name!r} "
                              f"runs on {', '.join(self.backends)}, not on {name!r}")
+
+    def use_word_codes(self, code_bytes):
+        """Treat ``code_bytes`` as coded words (only predictors with ``word_codes = True``)."""
+        raise NotImplementedError(f"{type(self).__name__} does not model word codes")
+
+    # Optional measurements.  The defaults run the readable predict/update loop
+    # (slow, fine for small inputs); predictors with a compiled loop override them.
+    def byte_costs(self, data) -> np.ndarray:
+        """``-log2 p`` of each symbol of ``data`` under the float model, from an empty context."""
+        data = np.asarray(data, dtype=np.uint8)
+        self.reset()
+        costs = np.empty(len(data), np.float64)  # [N]
+        for i, symbol in enumerate(data):
+            pdf = self.predict()
+            costs[i] = -np.log2(pdf[symbol] / pdf.sum())
+            self.update(int(symbol))
+        return costs
+
+    def ideal_bits(self, data) -> float:
+        """Ideal code length of ``data`` in bits (the sum of ``byte_costs``), from an empty context."""
+        return float(self.byte_costs(data).sum())
+
+    # Chunk-stream predictors (``chunk_streams > 0``) code many chunks at once.
+    def encode_chunks(self, chunks, progress=None):
+        """Each chunk from an empty context as its own stream: ``(streams, ideal bits per chunk)``."""
+        raise NotImplementedError(f"{type(self).__name__} does not code chunk streams")
+
+    def decode_chunks(self, streams, lengths, progress=None):
+        """Inverse of ``encode_chunks``: one uint8 array of all chunks, in order."""
+        raise NotImplementedError(f"{type(self).__name__} does not code chunk streams")
 
     # Optional fast paths.  A predictor that implements them must produce the
     # same payload bytes as the readable predict/quantize/encode loop.
