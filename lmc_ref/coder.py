@@ -151,13 +151,21 @@ def _expand_middle(low, high, m):
 
 # --8<-- [start:encode_interval]
 @njit(cache=True, inline="always")
+def narrow(low, high, c_lo, c_hi, total_bits):
+    """The interval [low, high] narrowed to the part [c_lo, c_hi) of a total of 2**total_bits.
+
+    The one step of coding, shared by the encoder and the decoder so that both
+    compute the same interval from the same numbers.
+    """
+    rng = high - low + np.uint64(1)
+    return (low + ((rng * np.uint64(c_lo)) >> np.uint64(total_bits)),
+            low + ((rng * np.uint64(c_hi)) >> np.uint64(total_bits)) - np.uint64(1))
+
+
+@njit(cache=True, inline="always")
 def _encode_interval(st, out, c_lo, c_hi, total_bits):
     """Narrow [low, high] to the sub-interval [c_lo, c_hi) of a total of 2**total_bits."""
-    low = st[E_LOW]
-    high = st[E_HIGH]
-    rng = high - low + np.uint64(1)
-    high = low + ((rng * np.uint64(c_hi)) >> np.uint64(total_bits)) - np.uint64(1)
-    low = low + ((rng * np.uint64(c_lo)) >> np.uint64(total_bits))
+    low, high = narrow(st[E_LOW], st[E_HIGH], c_lo, c_hi, total_bits)
     # Renormalise.  E1/E2: the n leading bits on which low and high agree are
     # decided; shift them out (the first one followed by the pending bits).
     n = _leading_agreed_bits(low, high)
@@ -282,11 +290,7 @@ def _decode_target(st, total_bits):
 @njit(cache=True, inline="always")
 def _decode_interval(st, data, c_lo, c_hi, total_bits):
     """Mirror of ``_encode_interval``: same arithmetic, bits read instead of written."""
-    low = st[D_LOW]
-    high = st[D_HIGH]
-    rng = high - low + np.uint64(1)
-    high = low + ((rng * np.uint64(c_hi)) >> np.uint64(total_bits)) - np.uint64(1)
-    low = low + ((rng * np.uint64(c_lo)) >> np.uint64(total_bits))
+    low, high = narrow(st[D_LOW], st[D_HIGH], c_lo, c_hi, total_bits)
     n = _leading_agreed_bits(low, high)
     m = _underflow_bits(low, high, n)
     if n > 0 or m > 0:
