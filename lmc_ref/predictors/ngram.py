@@ -51,8 +51,9 @@ MAX_ORDER = 8
 DEFAULT_ORDER = 6
 MIN_MEM, MAX_MEM, DEFAULT_MEM = 10, 24, 20
 
-# Tuned by hand on enwik8_head (a small grid; see the note of the core issue);
-# part of the format: changing them changes every n-gram file.
+# Chosen by a small grid on enwik8_head (chapter 3 of the docs); they are part
+# of the model: changing one changes every n-gram file, so it needs a new model
+# version (``model_version``).
 # Discounts for counts of 1, 2 and >= 3 (absolute discounting; the same for every order).
 DISCOUNTS = (0.75, 1.1, 1.4)
 ESCAPE_BONUS = 0.3        # B_k: extra escape mass, lets sparse contexts defer to lower orders

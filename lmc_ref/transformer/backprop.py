@@ -2,17 +2,19 @@
 
 Each operation has a ``*_fwd`` that returns its output and a cache, and a
 ``*_bwd`` that maps the gradient of the loss w.r.t. the output (``dout``) to the
-gradients w.r.t. its inputs and weights.  ``model_fwd`` / ``model_bwd`` chain them
-in the order of ``lmc_ref.transformer.model.forward``.  Everything is plain
-NumPy (BLAS matmuls) and works in float32 (training) or float64 (gradient
-checks, ``tests/test_backprop.py``).
+gradients w.r.t. its inputs and weights.  The forward chain is written once,
+in ``lmc_ref.transformer.model.forward``: ``model_fwd`` runs it with a ``Tape``
+as its operations, which calls the ``*_fwd`` functions and keeps their caches;
+``model_bwd`` walks the same chain backwards.  Everything is plain NumPy (BLAS
+matmuls) and works in float32 (training) or float64 (gradient checks,
+``tests/test_backprop.py``).
 """
 
 import math
 
 import numpy as np
 
-from .model import LN_EPS, get_config, shift_right, sinusoid_positions
+from .model import LN_EPS, forward, get_config, log_softmax, sinusoid_positions
 
 
 # -- embedding: h = E[tokens] * sqrt(d) ---------------------------------------
@@ -196,8 +198,7 @@ def gelu_bwd_fused(dout, cache):
 # -- log-softmax + mean negative log-likelihood (nats) ---------------------------
 def nll_fwd(logits, targets):
     """Mean over all positions of ``-log softmax(logits)[target]``; returns (loss, log-probs, cache)."""
-    z = logits - logits.max(axis=-1, keepdims=True)
-    logp = z - np.log(np.exp(z).sum(axis=-1, keepdims=True))  # [B, T, V]
+    logp = log_softmax(logits)  # [B, T, V]
     picked = np.take_along_axis(logp, targets[..., None].astype(np.intp), axis=-1)[..., 0]  # [B, T]
     return -picked.mean(), logp, (logp, targets)
 
@@ -211,33 +212,48 @@ def nll_bwd(cache):
 
 
 # -- the whole model ------------------------------------------------------------
+class Tape:
+    """The operations of ``model.forward`` for training: each runs its ``*_fwd`` and keeps the cache.
+
+    float32 weights run the fused Numba kernels for attention and GELU; float64
+    (the gradient checks) runs the NumPy reference of every operation.
+    """
+
+    def __init__(self, fused):
+        self.fused = fused
+        self.caches = {"fused": fused, "fused_att": fused}
+
+    def embed(self, table, tokens, key):
+        h, self.caches[key] = embed_fwd(table, tokens)
+        return h
+
+    def linear(self, x, w, b, key):
+        y, self.caches[key] = linear_fwd(x, w, b)
+        return y
+
+    def attention(self, q, k, v, num_heads, key):
+        o, self.caches[key] = (attention_fwd_fused if self.fused else attention_fwd)(q, k, v, num_heads)
+        return o
+
+    def layer_norm(self, x, scale, offset, key):
+        y, self.caches[key] = layernorm_fwd(x, scale, offset)
+        return y
+
+    def gelu(self, x, key):
+        y, self.caches[key] = (gelu_fwd_fused if self.fused else gelu_fwd)(x)
+        return y
+
+
 def model_fwd(params, config, targets):
     """Returns ``(loss_nats, logp [B, T, 256], caches)`` for a batch of targets ``[B, T]``."""
-    cfg = get_config(config)
     targets = np.asarray(targets)
-    fused = params["embed"].dtype == np.float32  # float64 (gradient checks) runs the NumPy reference
-    fused_att = fused
-    att_fwd = attention_fwd_fused if fused_att else attention_fwd
-    act_fwd = gelu_fwd_fused if fused else gelu_fwd
-    caches = {"fused": fused, "fused_att": fused_att}
-    h, caches["embed"] = embed_fwd(params["embed"], shift_right(targets))  # [B, T, d]
-    h = pos_fwd(h)
-    for i in range(cfg["num_layers"]):
-        p = f"layer{i}."
-        q, caches[p + "wq"] = linear_fwd(h, params[p + "wq"])  # [B, T, d]
-        k, caches[p + "wk"] = linear_fwd(h, params[p + "wk"])
-        v, caches[p + "wv"] = linear_fwd(h, params[p + "wv"])
-        o, caches[p + "att"] = att_fwd(q, k, v, cfg["num_heads"])  # [B, T, d]
-        o, caches[p + "wo"] = linear_fwd(o, params[p + "wo"])
-        h, caches[p + "ln1"] = layernorm_fwd(h + o, params[p + "ln1.scale"], params[p + "ln1.offset"])
-        f, caches[p + "ffn1"] = linear_fwd(h, params[p + "ffn1.w"], params[p + "ffn1.b"])  # [B, T, 4d]
-        f, caches[p + "gelu"] = act_fwd(f)
-        f, caches[p + "ffn2"] = linear_fwd(f, params[p + "ffn2.w"], params[p + "ffn2.b"])  # [B, T, d]
-        h, caches[p + "ln2"] = layernorm_fwd(h + f, params[p + "ln2.scale"], params[p + "ln2.offset"])
-    logits, caches["out"] = linear_fwd(h, params["out.w"], params["out.b"])  # [B, T, V]
-    loss, logp, caches["nll"] = nll_fwd(logits, targets)
-    caches["num_layers"] = cfg["num_layers"]
-    return loss, logp, caches
+    tape = Tape(fused=params["embed"].dtype == np.float32)
+    logp = forward(params, config, targets, ops=tape)  # [B, T, V]
+    picked = np.take_along_axis(logp, targets[..., None].astype(np.intp), axis=-1)[..., 0]  # [B, T]
+    caches = tape.caches
+    caches["nll"] = (logp, targets)
+    caches["num_layers"] = get_config(config)["num_layers"]
+    return -picked.mean(), logp, caches
 
 
 def model_bwd(caches):

@@ -169,33 +169,63 @@ def log_softmax(logits):
     return z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
 
 
-def causal_attention(x, wq, wk, wv, wo, num_heads):
-    """Multi-head causal self-attention ``[B, T, d] -> [B, T, d]`` (no biases)."""
-    b, t, d = x.shape
+def causal_attention(q, k, v, num_heads):
+    """Multi-head causal self-attention of the projections ``q, k, v`` ``[B, T, d]`` -> ``[B, T, d]``."""
+    b, t, d = q.shape
     hd = d // num_heads
 
-    def heads(w):
-        return (x @ w).reshape(b, t, num_heads, hd).transpose(0, 2, 1, 3)  # [B, H, T, hd]
+    def heads(x):
+        return x.reshape(b, t, num_heads, hd).transpose(0, 2, 1, 3)  # [B, H, T, hd]
 
-    q, k, v = heads(wq), heads(wk), heads(wv)
-    scores = q @ k.transpose(0, 1, 3, 2) / np.asarray(math.sqrt(hd), x.dtype)  # [B, H, T, T]
+    q, k, v = heads(q), heads(k), heads(v)
+    scores = q @ k.transpose(0, 1, 3, 2) / np.asarray(math.sqrt(hd), q.dtype)  # [B, H, T, T]
     mask = np.tril(np.ones((t, t), dtype=bool))  # [T, T]
     scores = np.where(mask, scores, -np.inf)
     scores = scores - scores.max(axis=-1, keepdims=True)
     probs = np.exp(scores)  # [B, H, T, T]
     probs /= probs.sum(axis=-1, keepdims=True)
-    out = (probs @ v).transpose(0, 2, 1, 3).reshape(b, t, d)  # [B, T, d]
-    return out @ wo  # [B, T, d]
+    return (probs @ v).transpose(0, 2, 1, 3).reshape(b, t, d)  # [B, T, d]
+
+
+class NumpyOps:
+    """The operations ``forward`` chains, in plain NumPy.
+
+    ``forward`` calls every weighted operation through an ``ops`` object, so
+    that training runs the very same chain with ops that also record what the
+    backward pass needs (``lmc_ref.transformer.backprop.Tape``); ``key`` names
+    the step for that record (the weight's name).  Here it is unused.
+    """
+
+    @staticmethod
+    def embed(table, tokens, key):
+        return table[tokens] * np.asarray(math.sqrt(table.shape[1]), table.dtype)  # [B, T, d]
+
+    @staticmethod
+    def linear(x, w, b, key):
+        return x @ w if b is None else x @ w + b
+
+    @staticmethod
+    def attention(q, k, v, num_heads, key):
+        return causal_attention(q, k, v, num_heads)
+
+    @staticmethod
+    def layer_norm(x, scale, offset, key):
+        return layer_norm(x, scale, offset)
+
+    @staticmethod
+    def gelu(x, key):
+        return gelu(x)
 
 
 # --8<-- [start:forward]
-def forward(params, config, targets):
+def forward(params, config, targets, ops=NumpyOps):
     """Log-probabilities ``[B, T, 256]``: entry ``[b, t]`` is the model's pdf for ``targets[b, t]``.
 
     Args:
         params: weights from ``init_params`` or a checkpoint (float32 or float64).
         config: a name in ``CONFIGS`` or a config dict.
         targets: integer array ``[B, T]`` (or ``[T]``) of bytes.
+        ops: the operations to chain (``NumpyOps``; training passes a ``backprop.Tape``).
     """
     cfg = get_config(config)
     targets = np.asarray(targets)
@@ -203,19 +233,20 @@ def forward(params, config, targets):
     if squeeze:
         targets = targets[None]
     d = cfg["d_model"]
-    dtype = params["embed"].dtype
     inputs = shift_right(targets)  # [B, T]
-    h = params["embed"][inputs] * np.asarray(math.sqrt(d), dtype)  # [B, T, d]
-    h = h + sinusoid_positions(targets.shape[1], d).astype(dtype)  # [B, T, d]
+    h = ops.embed(params["embed"], inputs, "embed")  # [B, T, d]: embedding * sqrt(d)
+    h = h + sinusoid_positions(targets.shape[1], d).astype(h.dtype)  # [B, T, d]
     for i in range(cfg["num_layers"]):
         p = f"layer{i}."
-        att = causal_attention(h, params[p + "wq"], params[p + "wk"], params[p + "wv"],
-                               params[p + "wo"], cfg["num_heads"])  # [B, T, d]
-        h = layer_norm(h + att, params[p + "ln1.scale"], params[p + "ln1.offset"])  # [B, T, d]
-        ff = gelu(h @ params[p + "ffn1.w"] + params[p + "ffn1.b"])  # [B, T, 4d]
-        ff = ff @ params[p + "ffn2.w"] + params[p + "ffn2.b"]  # [B, T, d]
-        h = layer_norm(h + ff, params[p + "ln2.scale"], params[p + "ln2.offset"])  # [B, T, d]
-    logits = h @ params["out.w"] + params["out.b"]  # [B, T, 256]
+        q, k, v = (ops.linear(h, params[p + w], None, p + w) for w in ("wq", "wk", "wv"))  # [B, T, d] each
+        att = ops.attention(q, k, v, cfg["num_heads"], p + "att")  # [B, T, d]
+        att = ops.linear(att, params[p + "wo"], None, p + "wo")  # [B, T, d]
+        h = ops.layer_norm(h + att, params[p + "ln1.scale"], params[p + "ln1.offset"], p + "ln1")  # [B, T, d]
+        ff = ops.linear(h, params[p + "ffn1.w"], params[p + "ffn1.b"], p + "ffn1")  # [B, T, 4d]
+        ff = ops.gelu(ff, p + "gelu")  # [B, T, 4d]
+        ff = ops.linear(ff, params[p + "ffn2.w"], params[p + "ffn2.b"], p + "ffn2")  # [B, T, d]
+        h = ops.layer_norm(h + ff, params[p + "ln2.scale"], params[p + "ln2.offset"], p + "ln2")  # [B, T, d]
+    logits = ops.linear(h, params["out.w"], params["out.b"], "out")  # [B, T, 256]
     logp = log_softmax(logits)  # [B, T, 256]
     return logp[0] if squeeze else logp
 # --8<-- [end:forward]
