@@ -21,11 +21,15 @@ import tempfile
 import textwrap
 from pathlib import Path
 
-from . import __version__, codec, container
-from .predictors import available, predictor_class
+from . import __version__, codec, container, models
+from .experiments import EXPERIMENTS
+from .experiments import run as run_experiment
+from .predictors import available, parse_spec, predictor_class
+from .progress import PROGRESS_THRESHOLD
+from .transformer import train as _train
 
 SUFFIX = ".lmc"
-COMMANDS = ("compress", "decompress", "info", "reproduce", "experiment", "train")
+COMMANDS = ("compress", "decompress", "info", "reproduce", "experiment", "train", "models")
 STDIN = "-"
 
 DESCRIPTION = """\
@@ -79,9 +83,11 @@ def build_parser():
                     help="numeric backend: 'cpu' (default) or 'cuda' (the transformer on a GPU, many "
                          "chunks at once); recorded in the file, and decompression must use the same "
                          "one (it reads it from the header)")
+    io.add_argument("--model-dir", metavar="DIR", action="append", dest="model_dirs", type=_model_dir,
+                    help=MODEL_DIR_HELP)
     io.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
-                    help="show a progress bar on stderr (default: only for inputs over "
-                         f"{codec.PROGRESS_THRESHOLD >> 20} MB)")
+                    help="show a progress bar on stderr (default: on a terminal, for inputs over "
+                         f"{PROGRESS_THRESHOLD >> 20} MB)")
 
     comp = commands.add_parser(
         "compress", parents=[io], formatter_class=raw, epilog=_models_help(),
@@ -101,6 +107,8 @@ def build_parser():
     info = commands.add_parser("info", help="print the header of .lmc files",
                                description="Print the header fields of each .lmc FILE.")
     info.add_argument("files", nargs="+", metavar="FILE", help='.lmc file(s); "-" reads standard input')
+    info.add_argument("--model-dir", metavar="DIR", action="append", dest="model_dirs", type=_model_dir,
+                      help="folder searched first for a file's model (repeatable); info says where it is found")
 
     rep = commands.add_parser(
         "reproduce", help="reproduce the paper's Table 1 on the data available",
@@ -119,7 +127,7 @@ def build_parser():
     rep.add_argument("--no-verify", dest="verify", action="store_false",
                      help="skip decoding and comparing (faster; figures are then unverified)")
     rep.add_argument("--seed", type=int, default=0, help="seed of the random-bytes modality")
-    rep.add_argument("--transformer", metavar="CKPT", action="append",
+    rep.add_argument("--transformer", metavar="CKPT", action="append", dest="transformers",
                      help="add a row for this trained checkpoint (repeatable; default: the .npz files in "
                           "~/.cache/lmc_ref/checkpoints, if any); text rows use only held-out chunks. "
                           "About 10 KB/s per direction for the 200K model on 2 cores")
@@ -127,65 +135,52 @@ def build_parser():
                      help="numeric backend of the transformer rows (cuda: on a GPU)")
     rep.add_argument("--download", action="store_true",
                      help="if no enwik8 is found, download it (36 MB zip, checked) into the user cache")
+    rep.set_defaults(name="table1", module_options=TABLE1_OPTIONS)
 
-    commands.add_parser(
-        "train", add_help=False, help="train the paper's byte transformer (lmc-ref train --help)")
+    _add_models_parser(commands, raw)
 
+    trn = commands.add_parser("train", help="train the paper's byte transformer", description=_train.DESCRIPTION)
+    _train.add_arguments(trn)
+
+    names = [name for name in EXPERIMENTS if name != "table1"]  # table1 is the reproduce command
     exp = commands.add_parser(
-        "experiment", help="run one of the paper's experiments (scaling, context, tokenization, generate)",
+        "experiment", help=f"run one of the paper's experiments ({', '.join(names)})",
         description="Run an experiment and write results/NAME.json plus its figures.  "
-                    "context: compression rate against chunk length (64 B ... 64 KiB) for gzip, "
-                    "LZMA2, brotli and lmc_ref's predictors, every chunk decoded and compared.  "
-                    "generate: compressors as generative models - text, image and audio "
-                    "continuations sampled from gzip, LZMA2, brotli and lmc_ref's predictors.  "
-                    "scaling: transformers of 20K..3.2M parameters trained on 3 amounts of text, raw "
-                    "and adjusted rate against size (--quick: about 10 minutes on 2 cores; full: "
-                    "enwik8, 3000 steps per model, many hours on a laptop CPU).  "
-                    "tokenization: the same transformer trained on bytes and on BPE tokens (1K, 2K, 5K), "
-                    "rate against the original bytes, every chunk decoded and compared (--quick: about "
-                    "10 minutes on 2 cores; full: 5000 steps at 2048 tokens per model, about a day).")
-    exp.add_argument("name", choices=("scaling", "context", "tokenization", "generate"), help="which experiment")
+                    + "  ".join(f"{name}: {EXPERIMENTS[name].description}" for name in names))
+    exp.add_argument("name", choices=names, help="which experiment")
     exp.add_argument("--quick", action="store_true",
                      help="context: 256 KiB of text instead of 8 MiB; scaling, tokenization: small "
                           "settings that fit in about 10 minutes; generate: (always small)")
-    exp.add_argument("--seed", type=int, default=0, help="generate: sampling seed")
+    exp.add_argument("--seed", type=int, default=0,
+                     help="generate: sampling seed; scaling, tokenization: training seed (default: %(default)s)")
     exp.add_argument("--text", metavar="FILE", help="enwik8 file (or a prefix of one)")
     exp.add_argument("--out", metavar="DIR", default="results", help="output folder (default: %(default)s)")
     exp.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
+    exp.set_defaults(module_options=())
+    for sub in (rep, exp):
+        sub.add_argument("--progress", action=argparse.BooleanOptionalAction, default="auto",
+                         help="progress bars on stderr (default: when stderr is a terminal)")
 
     return parser
 
 
+#: Options every experiment takes (``lmc_ref.experiments``), read from the parsed arguments.
+EXPERIMENT_OPTIONS = ("text", "quick", "workers", "seed", "progress")
+#: Options of ``reproduce`` that only Table 1 takes.
+TABLE1_OPTIONS = ("images", "audio", "verify", "download", "transformers", "backend")
+
+
 def _experiment(args):
-    log = lambda line: print(line, file=sys.stderr)  # noqa: E731
-    if args.name == "scaling":
-        from .experiments import scaling
+    """``reproduce`` and ``experiment NAME``: run ``args.name`` from the table ``EXPERIMENTS``.
 
-        scaling.experiment(outdir=args.out, text=args.text, quick=args.quick, progress=sys.stderr.isatty(), log=log)
-    elif args.name == "context":
-        from .experiments import context
-
-        context.experiment(outdir=args.out, text=args.text, quick=args.quick, workers=args.workers,
-                           progress=sys.stderr.isatty(), log=log)
-    elif args.name == "tokenization":
-        from .experiments import tokenization
-
-        tokenization.experiment(outdir=args.out, text=args.text, quick=args.quick, log=log)
-    else:
-        from .experiments import generate
-
-        generate.experiment(outdir=args.out, text=args.text, quick=args.quick, seed=args.seed, log=log)
-    return 0
-
-
-def _reproduce(args):
-    from .experiments.table1 import reproduce
-
-    reproduce(outdir=args.out, text=args.text, images=args.images, audio=args.audio, quick=args.quick,
-              workers=args.workers, verify=args.verify, progress=sys.stderr.isatty(), seed=args.seed,
-              download=args.download, transformers=args.transformer, backend=args.backend,
-              log=lambda line: print(line, file=sys.stderr))
-    print((Path(args.out) / "table1.md").read_text(), end="")
+    Every experiment is called alike, with the options all of them take plus
+    those of its own command (``args.module_options``); ``reproduce`` then
+    prints the Table 1 it wrote.
+    """
+    options = {key: getattr(args, key) for key in EXPERIMENT_OPTIONS + args.module_options}
+    run_experiment(args.name, args.out, log=lambda line: print(line, file=sys.stderr), **options)
+    if args.command == "reproduce":
+        print((Path(args.out) / "table1.md").read_text(), end="")
     return 0
 
 
@@ -264,6 +259,127 @@ def _write_atomic(path, data, force, mode_from=None):
                 pass
 
 
+MODEL_DIR_HELP = ("folder to look in for the model a file names by hash (repeatable; searched before "
+                  "LMC_REF_MODELS and the user model store: see lmc-ref models --help); when compressing, "
+                  "where transformer:model=HASH is looked up first")
+
+MODELS_DESCRIPTION = """\
+A .lmc file names its trained model by the SHA-256 of the weights (recorded in
+its header), never by a path, so it decodes wherever that model can be found.
+Decompression looks for it by hash in, in order:
+
+  1. each --model-dir DIR given, in order;
+  2. each folder of the LMC_REF_MODELS path list (folders separated by "{sep}");
+  3. the user model store, $XDG_CACHE_HOME/lmc_ref/models (by default
+     ~/.cache/lmc_ref/models; here: {store}).
+
+In each folder the file named by the hash (HASH.npz) is tried first, then any
+other model file there; every candidate is verified by hashing its weights, and
+only regular files are opened. "lmc-ref train --out CKPT" puts a copy of the
+checkpoint in the store; "lmc-ref models add CKPT" does so for any checkpoint.
+Compression can pick a stored model by hash: --model transformer:model=HASH
+(a unique prefix of 8+ hex digits will do)."""
+
+
+def _model_dir(value):
+    """argparse type of --model-dir: an existing folder."""
+    if not os.path.isdir(value):
+        raise argparse.ArgumentTypeError(f"{value} is not a folder")
+    return value
+
+
+def _add_models_parser(commands, raw):
+    """The ``models`` command: ``models add FILE...`` and ``models list``."""
+    text = MODELS_DESCRIPTION.format(sep=os.pathsep, store=models.store_dir())
+    mod = commands.add_parser("models", formatter_class=raw, description=text,
+                              help="the model store: add trained models, list them")
+    actions = mod.add_subparsers(dest="models_command", metavar="ACTION", title="actions")
+    add = actions.add_parser(
+        "add", formatter_class=raw, help="copy model files into the store, named by their hash",
+        description="Copy each model FILE (a checkpoint of `lmc-ref train`) into the user model store\n"
+                    f"({models.store_dir()}) as HASH.npz, after checking it, so that files\n"
+                    "compressed with it decode from anywhere.")
+    add.add_argument("files", nargs="+", metavar="FILE", help="model file(s), e.g. a checkpoint .npz")
+    lst = actions.add_parser(
+        "list", formatter_class=raw, help="list the models found (hash, kind, parameters, size)",
+        description="List every model in the places decompression searches (--model-dir folders,\n"
+                    "LMC_REF_MODELS, the user model store), in search order: hash, kind,\n"
+                    "parameters, file size and path.")
+    lst.add_argument("--model-dir", metavar="DIR", action="append", dest="model_dirs", type=_model_dir,
+                     help="also list this folder, first (repeatable)")
+    mod.set_defaults(models_parser=mod)
+
+
+def _size(n):
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{n} B"
+
+
+def _models(args):
+    """``lmc-ref models add|list``; returns the exit status."""
+    if args.models_command is None:
+        args.models_parser.print_help(sys.stderr)
+        return 2
+    status = 0
+    if args.models_command == "add":
+        for name in args.files:
+            try:
+                entry, added = models.add(name)
+            except (ValueError, OSError, MemoryError) as exc:
+                if str(exc).startswith(f"{name}: "):  # the file is named once, by _report
+                    exc = ValueError(str(exc)[len(name) + 2:])
+                _report(name, exc)
+                status = 1
+                continue
+            what = f"{entry.hash.hex()} ({entry.kind}, {entry.parameters:,} parameters)"
+            print(f"added {what} as {entry.path}" if added else f"already in the store: {what} at {entry.path}")
+        return status
+    found, problems = models.entries(args.model_dirs)
+    for path, reason in problems:
+        print(f"lmc-ref: warning: skipped {path}: {reason}", file=sys.stderr)
+    if not found:
+        where = "; ".join(f"{label} {folder}" for label, folder in models.search_places(args.model_dirs))
+        print(f"no models found (searched {where}); add one with `lmc-ref models add FILE`")
+        return 0
+    print(f"{'HASH':<64}  {'KIND':<11}  {'PARAMETERS':>10}  {'SIZE':>9}  FILE")
+    for e in found:
+        print(f"{e.hash.hex():<64}  {e.kind:<11}  {e.parameters:>10,}  {_size(e.size):>9}  {e.path}")
+    return status
+
+
+def _store_hint(name, blob, args):
+    """After compressing with a model the store does not hold: one note on stderr saying how to keep it."""
+    header = container.unpack(blob)[0]
+    seen = getattr(args, "hinted", set())
+    if not header.model_hash or header.model_hash in seen or models.findable(header.model_hash,
+                                                                             model_dirs=args.model_dirs):
+        return
+    seen.add(header.model_hash)
+    args.hinted = seen
+    source = next(iter(models.remembered(header.model_hash)), "CKPT")
+    print(f"lmc-ref: note: {_display(name)}: the model (hash {header.model_hash.hex()[:16]}...) is not in the "
+          f"model store; to decode the file after {source} moves, or elsewhere, run "
+          f"`lmc-ref models add {source}` (or decompress with --model-dir DIR)", file=sys.stderr)
+
+
+def _model_file_line(header, model_dirs):
+    """The ``info`` line saying where the file's model is found (empty for adaptive models)."""
+    if not header.model_hash:
+        return ""
+    try:
+        kind = getattr(predictor_class(parse_spec(header.spec)[0]), "model_kind", None)
+        if kind is None:
+            return ""
+        where = str(models.find(header.model_hash, [kind], model_dirs).entry.path)
+    except models.ModelNotFound:
+        where = "not found (add it with `lmc-ref models add FILE`, or give --model-dir DIR)"
+    except ValueError:
+        return ""
+    return f"\n{'model file:':<18}{where}"
+
+
 def _code_one(name, args):
     """Compress or decompress one input as ``args`` say; raise ValueError/OSError on failure."""
     from_stdin = name == STDIN
@@ -282,10 +398,12 @@ def _code_one(name, args):
     data = _read(name)
     progress = "auto" if args.progress is None else args.progress
     if args.decompress:
-        result = codec.decompress(data, path=args.path, progress=progress, backend=args.backend)
+        result = codec.decompress(data, path=args.path, progress=progress, backend=args.backend,
+                                  model_dirs=args.model_dirs)
     else:
         result = codec.compress(data, spec=args.model, path=args.path, progress=progress,
-                                      backend=args.backend or "cpu")
+                                      backend=args.backend or "cpu", model_dirs=args.model_dirs)
+        _store_hint(name, result, args)
 
     if to_stdout:
         sys.stdout.buffer.write(result)
@@ -325,6 +443,7 @@ def _run(args):
             if args.command == "info":
                 blob = _read(name)
                 text = _describe(name, *container.unpack(blob), len(blob))
+                text += _model_file_line(container.unpack(blob)[0], args.model_dirs)
                 print(("\n" if i else "") + text)
             else:
                 _code_one(name, args)
@@ -344,10 +463,6 @@ def main(argv=None):
         0 on success, 1 if any file failed, 2 for a usage error, 130 on Ctrl-C.
     """
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["train"]:  # its own argparse, in lmc_ref.transformer.train
-        from .transformer.train import main as train_main
-
-        return train_main(argv[1:])
     if argv and argv[0] not in COMMANDS and argv[0] not in ("-h", "--help", "--version"):
         argv.insert(0, "compress")  # gzip style: "lmc-ref FILE", "lmc-ref -d FILE.lmc"
     parser = build_parser()
@@ -356,9 +471,11 @@ def main(argv=None):
         if args.command is None:
             parser.print_help(sys.stderr)
             return 2
-        if args.command in ("reproduce", "experiment"):
+        if args.command == "models":
+            return _models(args)
+        if args.command in ("reproduce", "experiment", "train"):
             try:
-                return _reproduce(args) if args.command == "reproduce" else _experiment(args)
+                return _experiment(args) if args.command != "train" else _train.run(args)
             except (ValueError, OSError) as exc:
                 _report(args.command, exc)
                 return 1

@@ -17,11 +17,10 @@ from . import container, word_codes
 from .coder import ArithmeticDecoder, ArithmeticEncoder, max_stream_bytes
 from .constants import CDF_TOTAL, CODER_PRECISION
 from .predictors import make_predictor
+from .progress import close, progress_bar, tick
 from .quantize import quantize
 
 DEFAULT_SPEC = "ngram"
-#: Inputs larger than this get a progress bar when ``progress="auto"``.
-PROGRESS_THRESHOLD = 4 << 20
 
 
 # --8<-- [start:predictive_loop]
@@ -74,21 +73,6 @@ def _decode_bits_readable(predictor, decoder, out):
     return out
 
 
-def _progress_bar(length, progress, desc):
-    """A tqdm bar on stderr (or None) following the ``progress`` policy: True, False or "auto"."""
-    if progress == "auto":
-        progress = length > PROGRESS_THRESHOLD
-    if not progress:
-        return None
-    from tqdm import tqdm
-
-    return tqdm(total=length, unit="B", unit_scale=True, desc=desc, leave=False)
-
-
-def _tick(bar):
-    return None if bar is None else bar.update
-
-
 def min_bits_per_symbol(alphabet_size):
     """Fewest bits any symbol can cost after quantization: the most probable symbol
     has at most ``2**CDF_BITS - (alphabet_size - 1)`` of ``2**CDF_BITS`` units, and
@@ -127,13 +111,17 @@ def _readable_needs_cpu(predictor, path):
         raise ValueError(f"the readable path runs on the cpu backend only, not on {predictor.backend!r}")
 
 
-def compress(data, spec=DEFAULT_SPEC, path="fused", progress="auto", backend="cpu"):
+def compress(data, spec=DEFAULT_SPEC, path="fused", progress="auto", backend="cpu", model_dirs=None):
     """Compress ``data`` (bytes-like) with the predictor named by ``spec``; return ``.lmc`` bytes.
 
     ``backend`` picks the numeric backend (``cpu``, or ``cuda`` for the
     transformer on a GPU); the file records it and decoding uses the same one.
+    ``progress`` is the bar policy of ``lmc_ref.progress``: True, False, or
+    "auto" (on a terminal, for inputs over 4 MiB); ``decompress`` takes the same.
+    ``model_dirs``: folders searched first for a model named by hash
+    (``transformer:model=HASH``); the header records the model's hash, not a path.
     """
-    predictor = make_predictor(spec)
+    predictor = make_predictor(spec, model_dirs=model_dirs)
     predictor.use_backend(backend)
     _readable_needs_cpu(predictor, path)
     data = bytes(data)
@@ -145,18 +133,17 @@ def compress(data, spec=DEFAULT_SPEC, path="fused", progress="auto", backend="cp
         flags = container.FLAG_WORD_CODES
         predictor.use_word_codes(codes.values())
     arr = np.frombuffer(coded, dtype=np.uint8)
-    bar = _progress_bar(arr.shape[0], progress, "compress")
+    bar = progress_bar(arr.shape[0], progress, "compress")
     try:
         payload = None
         if path == "fused":
-            payload = predictor.fused_encode(arr, _tick(bar))
+            payload = predictor.fused_encode(arr, tick(bar))
         elif path != "readable":
             raise ValueError(f"unknown coding path {path!r} (fused or readable)")
         if payload is None:
             payload = _readable_payload(predictor, arr)
     finally:
-        if bar is not None:
-            bar.close()
+        close(bar)
     header = container.Header(
         spec=predictor.spec,
         backend=predictor.backend,
@@ -168,18 +155,21 @@ def compress(data, spec=DEFAULT_SPEC, path="fused", progress="auto", backend="cp
     return container.pack(header, prefix + payload)
 
 
-def decompress(blob, path="fused", progress="auto", backend=None):
+def decompress(blob, path="fused", progress="auto", backend=None, model_dirs=None):
     """Decode a ``.lmc`` file's bytes, verify length and CRC-32, and return the original bytes.
 
     The file's header names the backend to decode on; ``backend``, if given,
     must agree with it (floats on another backend round differently).
+    Trained weights are found by the header's model hash, never by a path:
+    in the folders ``model_dirs`` (searched first), ``LMC_REF_MODELS`` and the
+    user model store (``lmc_ref.models``).
 
     Raises:
         ValueError: the file is not a valid ``.lmc`` file, names a predictor or
             backend this installation cannot rebuild, or fails its checksum.
     """
     header, payload = container.unpack(blob)
-    predictor = make_predictor(header.spec, stored=True)
+    predictor = make_predictor(header.spec, stored=True, model_hash=header.model_hash, model_dirs=model_dirs)
     if predictor.model_hash != header.model_hash:
         raise ValueError(
             f"model mismatch: file was made with model hash {header.model_hash.hex() or '(none)'}, "
@@ -205,18 +195,17 @@ def decompress(blob, path="fused", progress="auto", backend=None):
         raise ValueError(
             f"header claims {length} coded bytes but a {len(payload)}-byte payload can hold at most {limit}"
         )
-    bar = _progress_bar(length, progress, "decompress")
+    bar = progress_bar(length, progress, "decompress")
     try:
         out = None
         if path == "fused":
-            out = predictor.fused_decode(payload, length, _tick(bar))
+            out = predictor.fused_decode(payload, length, tick(bar))
         elif path != "readable":
             raise ValueError(f"unknown coding path {path!r} (fused or readable)")
         if out is None:
             out = _readable_decode(predictor, payload, length)
     finally:
-        if bar is not None:
-            bar.close()
+        close(bar)
     out = out.tobytes()
     if codes:
         if word_codes.decoded_length(out, codes) != header.length:  # checked before the words are expanded

@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from .constants import CHUNK_SIZE
+from .progress import progress_bar
 
 # --------------------------------------------------------------------------- text
 
@@ -163,7 +164,7 @@ def download_enwik(name="enwik8", dest_dir=None, progress=True, opener=None):
     try:
         with opener(ENWIK_URL.format(name=name)) as response:
             total = getattr(response, "length", None)
-            bar = _bar(total, progress, f"download {name}.zip")
+            bar = progress_bar(total, progress, f"download {name}.zip", threshold=0, leave=True)
             try:
                 with open(zip_part, "wb") as f:
                     for block in iter(lambda: response.read(1 << 20), b""):
@@ -199,14 +200,6 @@ def download_enwik(name="enwik8", dest_dir=None, progress=True, opener=None):
         for leftover in (zip_part, out_part):
             leftover.unlink(missing_ok=True)
     return final
-
-
-def _bar(total, progress, desc):
-    if not progress:
-        return None
-    from tqdm import tqdm
-
-    return tqdm(total=total, unit="B", unit_scale=True, desc=desc)
 
 
 def text_chunks(data, keep_tail=False):

@@ -30,6 +30,7 @@ from .constants import CHUNK_SIZE
 from .baselines import CLASSICAL
 from .codec import compress, decompress
 from .predictors import make_predictor, parse_spec, predictor_class
+from .progress import close, progress_bar, tick
 
 
 @dataclass(frozen=True)
@@ -129,18 +130,12 @@ def _evaluate_batched(name, chunks, chunked, verify, backend, progress=False):
             raise AssertionError(f"{name} did not round-trip on {backend}")
         bits = None
     else:
-        bar = None
-        if progress:
-            from tqdm import tqdm
-
-            bar = tqdm(total=(1 + verify) * sum(map(len, pieces)), unit="B", unit_scale=True, desc=name[:40],
-                       leave=False)
-        tick = None if bar is None else bar.update
-        streams, chunk_bits = predictor.encode_chunks(pieces, tick)
-        if verify and predictor.decode_chunks(streams, [len(p) for p in pieces], tick).tobytes() != b"".join(pieces):
+        bar = progress_bar((1 + verify) * sum(map(len, pieces)), progress, name[:40], threshold=0)
+        streams, chunk_bits = predictor.encode_chunks(pieces, tick(bar))
+        decoded = predictor.decode_chunks(streams, [len(p) for p in pieces], tick(bar)) if verify else None
+        close(bar)
+        if verify and decoded.tobytes() != b"".join(pieces):
             raise AssertionError(f"{name} did not round-trip on {backend}")
-        if bar is not None:
-            bar.close()
         sizes, bits = container.chunk_stream_sizes(streams), float(sum(chunk_bits))
     header_size = len(compress(b"", name, progress=False, backend=backend))  # an empty file is its header
     return Rate(predictor.spec, chunked, len(pieces), sum(len(c) for c in chunks), sum(sizes) + header_size,
@@ -154,7 +149,8 @@ def evaluate(name, chunks, chunked=True, verify=True, ideal=True, workers=1, pro
     header counted once; otherwise the concatenation as one stream.  Chunks are
     spread over ``workers`` processes; every chunk is decoded and compared
     unless ``verify`` is false.  ``backend="cuda"`` codes a predictor's chunks
-    side by side on the GPU (the transformer), in this process.
+    side by side on the GPU (the transformer), in this process.  ``progress``:
+    a bar on stderr, True, False or "auto" (on a terminal; ``lmc_ref.progress``).
     """
     chunks = [bytes(c) for c in chunks]
     if name not in CLASSICAL and (backend != "cpu" or _codes_chunk_streams(name)):
@@ -162,11 +158,7 @@ def evaluate(name, chunks, chunked=True, verify=True, ideal=True, workers=1, pro
     pieces = chunks if chunked else [b"".join(chunks)]
     batch = max(1, min(64, -(-len(pieces) // (4 * max(workers, 1)))))
     jobs = [(name, pieces[i : i + batch], verify, ideal) for i in range(0, len(pieces), batch)]
-    bar = None
-    if progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=len(pieces), unit="chunk", desc=f"{name}", leave=False)
+    bar = progress_bar(len(pieces), progress, name, unit="chunk", threshold=0)
     results = []
     if workers > 1 and len(jobs) > 1:
         import multiprocessing as mp
@@ -181,8 +173,7 @@ def evaluate(name, chunks, chunked=True, verify=True, ideal=True, workers=1, pro
             results.append(_measure_job(job))
             if bar is not None:
                 bar.update(len(results[-1][0]))
-    if bar is not None:
-        bar.close()
+    close(bar)
     sizes = [size for result in results for size in result[0]]
     header_size = results[0][1] if results else 0
     bits = [result[2] for result in results]

@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-from lmc_ref import cli, codec
+from lmc_ref import cli, codec, container
 from lmc_ref.cli import main
 
 SPEC = "ngram:order=2"
@@ -131,9 +131,19 @@ def test_several_files_continue_after_an_error(tmp_path, capsys):
 
 
 def test_progress_flags(sample, capsys):
+    """``--progress`` draws a tqdm bar on stderr even for a small file; ``--no-progress`` and the
+    default (stderr is no terminal here) draw none."""
     assert main(["compress", "-k", "--no-progress", "--model", SPEC, str(sample)]) == 0
+    assert capsys.readouterr().err == ""
     assert main(["decompress", "-f", "--progress", str(lmc(sample))]) == 0
+    err = capsys.readouterr().err
+    assert "decompress:" in err and "%|" in err and "B/s]" in err  # tqdm's bar: label, percentage, rate
     assert sample.read_bytes() == DATA
+    assert main(["compress", "-f", "-k", "--model", SPEC, str(sample)]) == 0
+    assert capsys.readouterr().err == ""
+    assert main(["compress", "-f", "-k", "--progress", "--model", SPEC, str(sample)]) == 0
+    err = capsys.readouterr().err
+    assert "\rcompress:" in err and "B/s]" in err
 
 
 # ------------------------------------------------------------- overwriting ---
@@ -276,12 +286,91 @@ def test_info(sample, capsys):
     header, payload = container.unpack(blob)
     assert main(["info", str(lmc(sample))]) == 0
     out = capsys.readouterr().out
-    assert header.spec in out and header.spec.startswith(SPEC)
+    assert header.spec in out and header.spec.startswith("ngram:v=1,order=2")
     assert f"{len(DATA)} bytes" in out
     assert f"0x{header.crc32:08x}" in out
     assert "(none: adaptive model)" in out
     assert f"{len(payload)} bytes" in out
     assert "bits/byte" in out and "%" in out
+
+
+# ------------------------------------------------------- train, experiments ---
+
+TRAIN_ARGS = ["--config", "200K", "--seq-len", "16", "--batch", "2", "--train-bytes", "4000", "--val-chunks", "1",
+              "--steps", "2", "--no-progress"]
+
+
+def test_train_is_a_command_of_the_main_parser(capsys):
+    assert main(["--help"]) == 0
+    commands = capsys.readouterr().out.split("commands:")[1]
+    assert "train" in commands and "experiment" in commands
+    assert main(["train", "--help"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: lmc-ref train")
+    for flag in ("--config", "--steps", "--minutes", "--seq-len", "--resume", "--curve", "--no-progress"):
+        assert flag in out
+    assert main(["train", "--config", "200K"]) == 2  # neither --steps nor --minutes
+    assert "one of the arguments --minutes --steps is required" in capsys.readouterr().err
+
+
+def test_train_through_the_cli_equals_the_module(tmp_path, capsys, monkeypatch):
+    from lmc_ref.transformer import train
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # the model store copies checkpoints there
+    data = tmp_path / "data.bin"
+    data.write_bytes(DATA * 2)
+    assert main(["train", *TRAIN_ARGS, "--data", str(data), "--out", str(tmp_path / "a.npz")]) == 0
+    via_cli = capsys.readouterr().out.splitlines()
+    assert train.main([*TRAIN_ARGS, "--data", str(data), "--out", str(tmp_path / "b.npz")]) == 0
+    via_module = capsys.readouterr().out.splitlines()
+    hashes = [line for line in via_cli + via_module if line.startswith("model hash ")]
+    assert len(hashes) == 2 and hashes[0] == hashes[1]
+
+
+def test_train_failure_is_one_line(tmp_path, capsys):
+    assert main(["train", *TRAIN_ARGS, "--data", str(tmp_path / "missing")]) == 1
+    one_error_line(capsys.readouterr().err, "lmc-ref: train:", "missing")
+
+
+def test_experiments_share_one_signature():
+    """The CLI calls every experiment in the table alike (``cli.EXPERIMENT_OPTIONS``, by keyword)."""
+    import inspect
+
+    from lmc_ref.experiments import EXPERIMENTS, experiment_function
+
+    assert set(EXPERIMENTS) == {"table1", "scaling", "context", "tokenization", "generate"}
+    for name in EXPERIMENTS:
+        params = inspect.signature(experiment_function(name)).parameters
+        assert next(iter(params)) == "outdir", name
+        for key in (*cli.EXPERIMENT_OPTIONS, "log"):
+            assert params[key].kind is inspect.Parameter.KEYWORD_ONLY, (name, key)
+    table1 = inspect.signature(experiment_function("table1")).parameters
+    assert all(table1[key].kind is inspect.Parameter.KEYWORD_ONLY for key in cli.TABLE1_OPTIONS)
+
+
+@pytest.mark.parametrize("name", ["scaling", "context", "tokenization", "generate", "table1"])
+def test_experiments_dispatch_through_the_table(name, tmp_path, monkeypatch, capsys):
+    import importlib
+
+    from lmc_ref.experiments import EXPERIMENTS
+
+    calls = []
+
+    def fake(outdir, **options):
+        calls.append((outdir, options))
+        (tmp_path / "table1.md").write_text("| the table |\n")
+
+    monkeypatch.setattr(importlib.import_module(f"lmc_ref.experiments.{EXPERIMENTS[name].module}"), "experiment", fake)
+    argv = ["reproduce"] if name == "table1" else ["experiment", name]
+    assert main([*argv, "--out", str(tmp_path), "--seed", "3", "--no-progress"]) == 0
+    [(outdir, options)] = calls
+    assert outdir == str(tmp_path) and callable(options.pop("log"))
+    expected = {"text": None, "quick": False, "workers": None, "seed": 3, "progress": False}
+    if name == "table1":
+        assert set(options) == set(expected) | set(cli.TABLE1_OPTIONS)
+        assert capsys.readouterr().out == "| the table |\n"  # reproduce prints the table it wrote
+    else:
+        assert options == expected
 
 
 # ------------------------------------------------------ real process pipes ---

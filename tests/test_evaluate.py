@@ -75,3 +75,16 @@ def test_round_trip_failure_is_reported(monkeypatch):
     with pytest.raises(AssertionError):
         classical_rate("gzip", [b"abc"])
     np.testing.assert_equal(classical_rate("gzip", [b"abc"], verify=False).verified, False)
+
+
+def test_progress_bar_policy(enwik8_head, capsys):
+    """``progress=True`` draws a bar of chunks on stderr; False, and "auto" off a terminal, none."""
+    from lmc_ref.evaluate import evaluate
+
+    chunks = [enwik8_head[i:i + 256] for i in range(0, 1024, 256)]
+    for policy in (False, "auto"):
+        evaluate("gzip", chunks, progress=policy)
+        assert capsys.readouterr().err == ""
+    evaluate("gzip", chunks, progress=True)
+    err = capsys.readouterr().err
+    assert "gzip:" in err and "chunk" in err

@@ -35,8 +35,12 @@ def test_experiment_writes_json_markdown_and_figure(enwik8_head, tmp_path, monke
     text = tmp_path / "enwik8_head"
     text.write_bytes(enwik8_head[:30_000])
     monkeypatch.setitem(scaling.SETTINGS, "quick", TINY)
-    scaling.experiment(outdir=tmp_path / "out", text=str(text), quick=True, log=lambda *_: None)
+    returned = scaling.experiment(tmp_path / "out", text=str(text), quick=True, log=lambda *_: None)
     result = json.loads((tmp_path / "out" / "scaling.json").read_text())
+    assert returned == result
     assert result["meta"]["quick"] and len(result["rows"]) == 6
     assert "(best)" in (tmp_path / "out" / "scaling.md").read_text()
-    assert (tmp_path / "out" / "scaling.png").stat().st_size > 1000
+    from PIL import Image
+
+    with Image.open(tmp_path / "out" / "scaling.png") as png:  # 7.5 x 4.6 inches at 120 dpi
+        assert png.format == "PNG" and png.size == (900, 552)

@@ -6,6 +6,10 @@ import pytest
 
 from lmc_ref.cli import main
 from lmc_ref.experiments import table1
+from lmc_ref.predictors import make_predictor
+
+NGRAM = "ngram:order=2,mem=10"
+NGRAM_ROW = make_predictor(NGRAM).spec  # rows name a predictor by its canonical spec (with v=)
 
 
 @pytest.fixture
@@ -16,7 +20,7 @@ def tiny_data(tmp_path, enwik8_head, monkeypatch):
     monkeypatch.setenv("LMC_REF_DATA", str(folder))
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # no cached checkpoints
     monkeypatch.setattr(table1, "CLASSICAL_ROWS", ("gzip", "png_paper"))
-    monkeypatch.setattr(table1, "PREDICTOR_SPECS", {"ngram": "ngram:order=2,mem=10"})
+    monkeypatch.setattr(table1, "PREDICTOR_SPECS", {"ngram": NGRAM})
     return folder
 
 
@@ -28,7 +32,7 @@ def test_reproduce_writes_json_markdown_and_chart(tiny_data, tmp_path, capsys):
     assert {r["modality"] for r in rows} == {"text", "random"}  # no image/audio folders here
     assert {(r["compressor"], r["chunked"]) for r in rows} == {
         ("gzip", True), ("gzip", False), ("png_paper", True), ("png_paper", False),
-        ("ngram:order=2,mem=10", True)}
+        (NGRAM_ROW, True)}
     assert all(r["verified"] for r in rows)
     text_gzip = next(r for r in rows if (r["compressor"], r["chunked"], r["modality"]) == ("gzip", True, "text"))
     assert text_gzip["chunks"] == 3 and text_gzip["raw_bytes"] == 3 * 2048
@@ -37,7 +41,10 @@ def test_reproduce_writes_json_markdown_and_chart(tiny_data, tmp_path, capsys):
     assert "a prefix" in result["meta"]["data"]["text"]
     md = (out / "table1.md").read_text()
     assert "| gzip | 2048 B |" in md and "Chinchilla 70B" in md
-    assert (out / "table1.png").stat().st_size > 1000
+    from PIL import Image
+
+    with Image.open(out / "table1.png") as png:  # 10 x 4.5 inches at 120 dpi
+        assert png.format == "PNG" and png.size == (1200, 540)
     assert md in capsys.readouterr().out
 
 
@@ -61,8 +68,7 @@ def test_transformer_rows_use_held_out_text(tiny_data, tmp_path):
     assert {r["modality"] for r in model} == {"text", "random"} and all(r["verified"] for r in model)
     text = next(r for r in model if r["modality"] == "text")
     assert text["chunks"] == 1 and text["subset"] == "chunks 2..2 (held out from training)"  # 0, 1 trained on
-    assert {r["compressor"] for r in rows if r.get("subset") and "label" not in r} == {"gzip", "lzma",
-                                                                                      "ngram:order=2,mem=10"}
+    assert {r["compressor"] for r in rows if r.get("subset") and "label" not in r} == {"gzip", "lzma", NGRAM_ROW}
     assert text["model_bytes"] == 2 * tf.param_count(config)
     assert text["adjusted_rate"] > text["rate"]
     md = (out / "table1.md").read_text()

@@ -72,12 +72,31 @@ def test_code_held_out_detects_a_wrong_tokenizer(enwik8_head):
         tokenization.code_held_out(init_params(cfg), cfg, Lossy(tok.merges), text, 32)
 
 
+def test_train_tokens_takes_the_byte_models_steps(enwik8_head):
+    """On bytes, ``train_tokens`` and ``train.train`` are the same optimiser: same seed, same weights."""
+    from lmc_ref.transformer import train as tr
+
+    raw = enwik8_head[:4000]
+    train_split, _ = tr.split_data(raw)
+    mine, _ = tokenization.train_tokens(TINY_MODEL, train_split.astype(np.int64), 4, 32, 2, seed=3, log=None)
+    theirs, _ = tr.train(TINY_MODEL, raw, steps=4, seq_len=32, batch=2, seed=3, progress=False,
+                         val_chunks=1, val_every=10 ** 9)
+    assert tr.model_hash(mine) == tr.model_hash(theirs)
+
+
 def test_experiment_writes_json_markdown_and_figure(enwik8_head, tmp_path, monkeypatch):
+    from PIL import Image
+
     text = tmp_path / "enwik8_head"
     text.write_bytes(enwik8_head[:20_000])
     monkeypatch.setitem(tokenization.SETTINGS, "quick", TINY)
-    tokenization.experiment(outdir=tmp_path / "out", text=str(text), quick=True, log=lambda *_: None)
+    returned = tokenization.experiment(tmp_path / "out", text=str(text), quick=True, log=lambda *_: None)
     result = json.loads((tmp_path / "out" / "tokenization.json").read_text())
-    assert result["meta"]["quick"] and len(result["rows"]) == 2
-    assert (tmp_path / "out" / "tokenization.png").stat().st_size > 0
-    assert "| 300 |" in (tmp_path / "out" / "tokenization.md").read_text()
+    assert returned == result
+    assert result["meta"]["quick"] and result["meta"]["held_out_bytes"] == 600
+    assert [r["vocab"] for r in result["rows"]] == [256, 300] and all(r["verified"] for r in result["rows"])
+    md = (tmp_path / "out" / "tokenization.md").read_text().splitlines()
+    assert [line.split(" | ")[0] for line in md if line.startswith("| ") and line[2].isdigit()] == ["| 256", "| 300"]
+    with Image.open(tmp_path / "out" / "tokenization.png") as png:  # the figure decodes, at 7 x 4.2 in, 120 dpi
+        assert png.format == "PNG" and png.size == (840, 504) and png.mode == "RGBA"
+        assert len(png.convert("L").getcolors(maxcolors=1 << 16)) > 10  # drawn on, not a blank canvas

@@ -53,20 +53,30 @@ def test_checkpoint_round_trip(tmp_path):
 
 
 def test_checkpoint_loads_without_pickle(tmp_path, monkeypatch):
+    """Checkpoints are read by the bounded reader of ``checkpoint``: never np.load, never pickle."""
+    import pickle
+
     path = tmp_path / "model.npz"
     run(2, out=path)
-    seen = []
-    real_load = np.load
-
-    def spy(*args, **kwargs):
-        seen.append(kwargs.get("allow_pickle"))
-        return real_load(*args, **kwargs)
-
-    monkeypatch.setattr(np, "load", spy)
-    tr.load_checkpoint(path)
-    assert seen == [False]
-    with real_load(path, allow_pickle=False) as z:
+    with np.load(path, allow_pickle=False) as z:
         assert all(z[k].dtype != object for k in z.files)
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("checkpoints must not be read with np.load or pickle")
+
+    monkeypatch.setattr(np, "load", forbidden)
+    monkeypatch.setattr(pickle, "load", forbidden)
+    monkeypatch.setattr(pickle, "loads", forbidden)
+    state = tr.load_checkpoint(path)
+    assert state["step"] == 2
+    # an object array where a weight should be is refused, not unpickled
+    arrays = {"step": np.array(2), "meta": np.frombuffer(json.dumps(state["meta"]).encode(), np.uint8)}
+    arrays.update({f"param/{k}": w for k, w in state["param"].items()})
+    arrays["param/embed"] = np.array([{"x": 1}] * 3, dtype=object)
+    monkeypatch.undo()
+    np.savez(tmp_path / "pickled.npz", **arrays)
+    with pytest.raises(ValueError, match="embed"):
+        tr.load_checkpoint(tmp_path / "pickled.npz")
 
 
 def test_load_rejects_foreign_npz(tmp_path):
@@ -149,7 +159,8 @@ def test_validation_chunks_are_independent():
         / math.log(2), rel=1e-9)
 
 
-def test_main_cli(tmp_path, capsys):
+def test_main_cli(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     data = tmp_path / "data.bin"
     data.write_bytes(REPETITIVE * 2)
     out = tmp_path / "ckpt.npz"
@@ -161,11 +172,21 @@ def test_main_cli(tmp_path, capsys):
     assert state["step"] == 3 and state["meta"]["config"] == tf.get_config("200K")
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == "config 200K: 231,936 parameters"
-    assert lines[-1] == "model hash " + tr.model_hash(state["param"]).hex()
-    assert json.loads(lines[-2])["step"] == 3
+    digest = tr.model_hash(state["param"]).hex()
+    stored = tmp_path / "cache" / "lmc_ref" / "models" / f"{digest}.npz"
+    assert lines[-2] == "model hash " + digest
+    assert lines[-1].startswith("model store: copied") and str(stored) in lines[-1]  # a copy named by hash
+    assert json.loads(lines[-3])["step"] == 3
+    assert tr.model_hash(tr.load_checkpoint(stored)["param"]) == bytes.fromhex(digest)
+    # --no-store leaves the store alone
+    other = tmp_path / "other.npz"
+    assert tr.main([a if a != str(out) else str(other) for a in args] + ["--steps", "1", "--no-store"]) == 0
+    assert "model store" not in capsys.readouterr().out
+    assert len(list(stored.parent.iterdir())) == 2  # the two copies made with --out above, not this one
 
 
-def test_learning_curve_from_a_finished_run(tmp_path, capsys):
+def test_learning_curve_from_a_finished_run(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     data = tmp_path / "data.bin"
     data.write_bytes(REPETITIVE * 2)
     out, png = tmp_path / "ckpt.npz", tmp_path / "curve.png"

@@ -107,20 +107,39 @@ def test_trained_model_compresses_its_text(trained_spec):
     assert len(blob) < 0.6 * 1000
 
 
-def test_hash_mismatch_and_bad_specs(tmp_path, random_spec):
+def test_header_names_the_model_by_hash_not_path(tmp_path, random_spec):
     blob = codec.compress(TEXT[:50], random_spec, progress=False)
+    header, payload = container.unpack(blob)
     path = random_spec.split("=", 1)[1]
+    assert header.spec == "transformer:v=1" and "ckpt" not in header.spec
+    assert header.model_hash == tr.model_hash(tr.load_checkpoint(path)["param"])
+    assert make_predictor(random_spec).spec == "transformer:v=1"
+    # a path written into the header is ignored: the weights are found by the hash
     state = tr.load_checkpoint(path)
     state["param"]["out.b"][0] += np.float32(0.5)
     other = tmp_path / "other.npz"
     tr.save_checkpoint(other, state)
-    header, payload = container.unpack(blob)
     forged = container.pack(dataclasses.replace(header, spec=f"transformer:ckpt={other}"), payload)
-    with pytest.raises(ValueError, match="model mismatch"):
-        codec.decompress(forged, progress=False)
+    assert codec.decompress(forged, progress=False) == TEXT[:50]
+    # the header's hash is what counts: naming the other model's hash finds the other weights
+    renamed = container.pack(dataclasses.replace(header, model_hash=tr.model_hash(state["param"])), payload)
+    with pytest.raises(ValueError, match="CRC-32 mismatch"):
+        codec.decompress(renamed, progress=False, model_dirs=[tmp_path])
+    with pytest.raises(ValueError, match="no model hash"):
+        codec.decompress(container.pack(dataclasses.replace(header, model_hash=b""), payload), progress=False)
+
+
+def test_bad_specs(tmp_path, random_spec):
     with pytest.raises(ValueError, match="needs ckpt"):
         make_predictor("transformer")
     with pytest.raises(ValueError, match="cannot load"):
         make_predictor(f"transformer:ckpt={tmp_path / 'missing.npz'}")
     with pytest.raises(ValueError, match="unknown parameter"):
         make_predictor(random_spec + ",foo=1")
+    with pytest.raises(ValueError, match="not both"):
+        make_predictor(random_spec + ",model=5d582d94")
+    with pytest.raises(ValueError, match="at least 8 hex"):
+        make_predictor("transformer:model=5d58")
+    with pytest.raises(ValueError, match="model version 2"):
+        make_predictor(random_spec.replace("transformer:", "transformer:v=2,"))
+    assert make_predictor(random_spec.replace("transformer:", "transformer:v=1,")).spec == "transformer:v=1"

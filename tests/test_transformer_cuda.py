@@ -362,9 +362,14 @@ def test_container_round_trip_and_backend_checks(tmp_path):
     data = b"hello!"
     blob = codec.compress(data, spec, progress=False, backend="cuda")
     header, payload = container.unpack(blob)
-    assert header.backend == "cuda"
+    assert header.backend == "cuda" and header.spec == "transformer:v=1"  # the model is named by hash
     assert tc.unpack_streams(payload, len(data))  # one stream, table validated
     assert codec.decompress(blob, progress=False) == data
+    moved = tmp_path / "moved"
+    moved.mkdir()
+    (tmp_path / "tiny.npz").rename(moved / "tiny.npz")
+    assert codec.decompress(blob, progress=False, model_dirs=[moved]) == data
+    (moved / "tiny.npz").rename(tmp_path / "tiny.npz")
     with pytest.raises(ValueError, match="backend mismatch"):
         codec.decompress(blob, progress=False, backend="cpu")
     cpu_blob = codec.compress(data, spec, progress=False)

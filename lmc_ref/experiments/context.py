@@ -9,7 +9,6 @@ compressor that gains a lot from longer chunks is one that learns from its
 context; one whose curve is flat brought its knowledge with it (or has none).
 """
 
-import json
 import os
 import time
 from pathlib import Path
@@ -17,6 +16,7 @@ from pathlib import Path
 from .. import data
 from ..evaluate import evaluate
 from ..predictors import available
+from .report import pyplot, save_figure, write_report
 from .table1 import PREDICTOR_SPECS
 
 LENGTHS = (64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 65536)
@@ -48,11 +48,7 @@ def run(raw, lengths=LENGTHS, names=None, workers=None, progress=False):
 
 def plot(rows, path):
     """Rate against chunk length (log scale), one line per compressor."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.2))
     for name in dict.fromkeys(r["compressor"] for r in rows):
         pts = sorted((r["length"], r["rate"]) for r in rows if r["compressor"] == name)
@@ -63,9 +59,7 @@ def plot(rows, path):
     ax.set_ylabel("raw rate, %")
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def markdown(rows, meta):
@@ -81,8 +75,12 @@ def markdown(rows, meta):
     return "\n".join(lines) + "\n"
 
 
-def experiment(outdir="results", text=None, quick=False, workers=None, progress=False, log=print):
-    """Run the experiment and write ``context.json``, ``context.md`` and ``context.png``."""
+def experiment(outdir="results", *, text=None, quick=False, workers=None, seed=0, progress=False, log=print):
+    """Run the experiment and write ``context.json``, ``context.md`` and ``context.png``.
+
+    The arguments are those of every experiment (``lmc_ref.experiments``); the
+    experiment is deterministic, so ``seed`` is unused.  Returns ``{"meta": ..., "rows": ...}``.
+    """
     found = data.find_enwik("enwik8", path=text)
     raw = Path(found.path).read_bytes()[: QUICK_BYTES if quick else FULL_BYTES]
     lengths = [n for n in LENGTHS if n <= len(raw)]
@@ -91,10 +89,6 @@ def experiment(outdir="results", text=None, quick=False, workers=None, progress=
     rows = run(raw, lengths, workers=workers, progress=progress)
     meta = {"text": found.describe(), "bytes": len(raw), "quick": quick, "lengths": lengths,
             "seconds": round(time.perf_counter() - t0, 1)}
-    outdir = Path(outdir)
-    outdir.mkdir(parents=True, exist_ok=True)
-    (outdir / "context.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
-    (outdir / "context.md").write_text(markdown(rows, meta))
-    plot(rows, outdir / "context.png")
-    log(f"wrote context.json, context.md and context.png to {outdir} in {meta['seconds']} s")
-    return rows
+    result = {"meta": meta, "rows": rows}
+    write_report(outdir, "context", result, markdown(rows, meta), lambda path: plot(rows, path), log=log)
+    return result

@@ -17,7 +17,7 @@ recompress ``x b`` for each candidate, which is why the quick run keeps their
 contexts short.
 """
 
-import json
+import os
 import zlib
 from pathlib import Path
 
@@ -26,6 +26,7 @@ import numpy as np
 from .. import data
 from ..baselines import CLASSICAL
 from ..predictors import available, make_predictor
+from .report import pyplot, save_figure, write_report
 from .table1 import PREDICTOR_SPECS
 
 TEXT_CONTEXT = 1024  # bytes of enwik8 before the continuation
@@ -132,11 +133,7 @@ def _save_wav(samples_u8, path):
 
 def _save_waveform(context_u8, continuations, path):
     """One plot: the real context and each sampler's continuation (8-bit sample values)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, axes = plt.subplots(len(continuations), 1, figsize=(8, 1.3 * len(continuations)), sharex=True)
     axes = np.atleast_1d(axes)
     n = len(context_u8)
@@ -147,16 +144,20 @@ def _save_waveform(context_u8, continuations, path):
         ax.set_ylim(0, 255)  # the full 8-bit range on every panel
         ax.set_yticks([])
     axes[-1].set_xlabel("sample (16 kHz); grey: the real context")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)
 
 
-def experiment(outdir="results", text=None, images=None, audio=None, quick=True, seed=0, log=print):
+def experiment(outdir="results", *, text=None, quick=False, workers=None, seed=0, progress=False, log=print,
+               images=None, audio=None):
     """Run every sampler on text (and images/audio when present); write ``generate.json``,
-    ``generate.md`` and the PNG/WAV files under ``outdir/generate/``."""
-    import os
+    ``generate.md`` and the PNG/WAV files under ``outdir/generate/``.
 
+    The arguments are those of every experiment (``lmc_ref.experiments``):
+    ``seed`` seeds the sampling; the run is always small, so ``quick`` is only
+    recorded, and ``workers`` and ``progress`` are unused.  ``images``/``audio``:
+    data folders (default: under ``$LMC_REF_DATA``).  Returns what
+    ``generate.json`` holds.
+    """
     rng = np.random.default_rng(seed)
     outdir = Path(outdir)
     media = outdir / "generate"
@@ -209,9 +210,7 @@ def experiment(outdir="results", text=None, images=None, audio=None, quick=True,
         result["audio"]["waveforms"] = "audio_waveforms.png"
         log("generate: audio done")
 
-    (outdir / "generate.json").write_text(json.dumps(result, indent=1))
-    (outdir / "generate.md").write_text(gallery(result))
-    log(f"wrote generate.json, generate.md and generate/ to {outdir}")
+    write_report(outdir, "generate", result, gallery(result), also=[f"{media.name}/"], log=log)
     return result
 
 

@@ -16,12 +16,10 @@ models are the analogue with no stored weights: adaptive n-gram and context
 mixing models whose x-coordinate is their table memory, adjusted = raw.
 """
 
-import json
+import os
 import tempfile
 import time
 from pathlib import Path
-
-import numpy as np
 
 from .. import data
 from ..constants import CHUNK_SIZE
@@ -29,7 +27,8 @@ from ..evaluate import evaluate
 from ..predictors import context_mixing, ngram
 from ..transformer.model import param_count
 from ..transformer.checkpoint import save_checkpoint
-from ..transformer.train import HPARAMS, train
+from ..transformer.train import HPARAMS, adam_moments, train
+from .report import pyplot, save_figure, write_report
 
 #: Model sizes, smallest first: ~20K, ~40K and the paper's 200K, 800K, 3.2M.
 MODELS = {
@@ -62,8 +61,12 @@ def adjusted(rate_percent, dataset_bytes, model_bytes):
 # --8<-- [end:adjusted]
 
 
-def run(raw, setting, progress=False, log=print):
-    """Train and evaluate every (dataset size, model) pair and the count models; return rows."""
+def run(raw, setting, progress=False, log=print, seed=0, workers=1):
+    """Train and evaluate every (dataset size, model) pair and the count models; return rows.
+
+    ``seed``: of each model's initialisation and batches; ``workers``: processes
+    for the count models (the transformers code their chunks side by side in one).
+    """
     s = SETTINGS[setting] if isinstance(setting, str) else setting
     held_start = max(HELD_OUT_START, max(s["datasets"])) if len(raw) > HELD_OUT_START else int(0.9 * len(raw))
     held = raw[held_start:]
@@ -80,10 +83,10 @@ def run(raw, setting, progress=False, log=print):
                 t0 = time.perf_counter()
                 params, history = train(cfg, raw, steps=s["steps"], seq_len=s["seq_len"],
                                         batch=s["batch"], progress=False, train_bytes=train_bytes,
-                                        val_chunks=1, val_every=10 ** 9)
+                                        val_chunks=1, val_every=10 ** 9, seed=seed)
                 t_train = time.perf_counter() - t0
                 ckpt = Path(tmp) / f"{name}-{size}.npz"
-                zeros = {k: np.zeros_like(w) for k, w in params.items()}
+                zeros, _ = adam_moments(params)  # the checkpoint's Adam state: not needed to code
                 meta = {"config": cfg, "hparams": HPARAMS, "data_sha256": "", "train_bytes": train_bytes,
                         "history": history}
                 save_checkpoint(ckpt, {"step": s["steps"], "meta": meta, "param": params,
@@ -100,7 +103,7 @@ def run(raw, setting, progress=False, log=print):
     for kind, mems, table_bytes in (("ngram", s["ngram_mem"], lambda m: ngram.memory_bytes(ngram.DEFAULT_ORDER, m)),
                                     ("cm", s["cm_mem"], context_mixing.memory_bytes)):
         for mem in mems:
-            rate = evaluate(f"{kind}:mem={mem}", chunks, ideal=False)
+            rate = evaluate(f"{kind}:mem={mem}", chunks, ideal=False, workers=workers)
             rows.append({"kind": kind, "model": f"{kind}:mem={mem}", "table_bytes": table_bytes(mem),
                          "model_bytes": 0, "rate": round(rate.rate, 3), "adjusted_rate": round(rate.rate, 3),
                          "verified": rate.verified})
@@ -121,11 +124,7 @@ def best_per_dataset(rows):
 
 def plot(rows, path):
     """Log-log: raw (dashed) and adjusted (solid) rate against parameters, one colour per dataset."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7.5, 4.6))
     tf_rows = [r for r in rows if r["kind"] == "transformer"]
     best = best_per_dataset(rows)
@@ -148,12 +147,11 @@ def plot(rows, path):
     ax.set_ylabel("rate, % (held-out chunks)")
     ax.set_title("Scaling: dashed raw, solid adjusted; * best adjusted per dataset", fontsize=9)
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def markdown(rows, meta):
+    """The transformer rows (best adjusted rate per dataset marked) and the count models, as Markdown."""
     lines = [f"Scaling ({'--quick' if meta['quick'] else 'full'}): {meta['text']}; each model trained "
              f"{meta['steps']} steps (batch {meta['batch']}, sequence {meta['seq_len']}), evaluated on "
              f"{meta['eval_chunks']} held-out chunks of {meta['seq_len']} bytes from byte "
@@ -171,8 +169,13 @@ def markdown(rows, meta):
     return "\n".join(lines) + "\n"
 
 
-def experiment(outdir="results", text=None, quick=False, progress=False, log=print):
-    """Run the experiment and write ``scaling.json``, ``scaling.md`` and ``scaling.png``."""
+def experiment(outdir="results", *, text=None, quick=False, workers=None, seed=0, progress=False, log=print):
+    """Run the experiment and write ``scaling.json``, ``scaling.md`` and ``scaling.png``.
+
+    The arguments are those of every experiment (``lmc_ref.experiments``);
+    ``seed`` seeds the training runs, ``workers`` the count models' processes.
+    Returns ``{"meta": ..., "rows": ...}``.
+    """
     found = data.find_enwik("enwik8", path=text)
     raw = Path(found.path).read_bytes()
     setting = "quick" if quick else "full"
@@ -180,13 +183,9 @@ def experiment(outdir="results", text=None, quick=False, progress=False, log=pri
     log(f"scaling ({setting}): {found.describe()}; models {', '.join(s['models'])}; datasets "
         f"{', '.join(f'{d:,}' for d in s['datasets'])} bytes; {s['steps']} steps each")
     t0 = time.perf_counter()
-    rows, info = run(raw, setting, progress=progress, log=log)
+    rows, info = run(raw, setting, progress=progress, log=log, seed=seed, workers=workers or os.cpu_count() or 1)
     meta = {"text": found.describe(), "quick": quick, "seconds": round(time.perf_counter() - t0, 1),
             **{k: s[k] for k in ("steps", "batch", "seq_len")}, **info}
-    outdir = Path(outdir)
-    outdir.mkdir(parents=True, exist_ok=True)
-    (outdir / "scaling.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
-    (outdir / "scaling.md").write_text(markdown(rows, meta))
-    plot(rows, outdir / "scaling.png")
-    log(f"wrote scaling.json, scaling.md and scaling.png to {outdir} in {meta['seconds']} s")
-    return rows
+    result = {"meta": meta, "rows": rows}
+    write_report(outdir, "scaling", result, markdown(rows, meta), lambda path: plot(rows, path), log=log)
+    return result

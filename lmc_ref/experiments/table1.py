@@ -1,13 +1,12 @@
 """Table 1: compression rates per modality, classical compressors beside our predictors.
 
-``lmc-ref reproduce`` runs this module: it loads whatever data is available
-(text always; image patches, audio chunks when their folders exist; seeded
-random bytes), evaluates every compressor on 2048-byte chunks (and classical
-compressors also on the whole data), decodes and compares everything, and
-writes ``table1.json``, ``table1.md`` and ``table1.png``.
+``lmc-ref reproduce`` runs this module's ``experiment``: it loads whatever data
+is available (text always; image patches, audio chunks when their folders exist;
+seeded random bytes), evaluates every compressor on 2048-byte chunks (and
+classical compressors also on the whole data), decodes and compares everything,
+and writes ``table1.json``, ``table1.md`` and ``table1.png``.
 """
 
-import json
 import os
 import platform
 import time
@@ -18,6 +17,7 @@ from ..baselines import CLASSICAL
 from ..constants import CHUNK_SIZE
 from ..evaluate import evaluate
 from ..predictors import available
+from .report import pyplot, save_figure, write_report
 
 #: The paper's Table 1, raw rates in % (2048-byte chunks unless "whole"):
 #: (text enwik9, image ImageNet, audio LibriSpeech, random), from shared/PAPER.md.
@@ -114,7 +114,7 @@ def transformer_rows(checkpoints, modalities, verify=True, progress=True, backen
 
     rows = []
     for ckpt in checkpoints:
-        meta = load_checkpoint(ckpt)["meta"]
+        meta = load_checkpoint(ckpt, parts=())["meta"]  # the config and training split only
         label, spec = _transformer_label(meta), f"transformer:ckpt={ckpt}"
         for modality, (chunks, _) in modalities.items():
             first = -(-int(meta.get("train_bytes", 0)) // CHUNK_SIZE) if modality == "text" else 0
@@ -219,11 +219,7 @@ def _model_notes(rows, models, present):
 
 def bar_chart(rows, path):
     """Grouped bars: chunked raw rate per modality for each compressor."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     chunked = [dict(r, compressor=r.get("label", r["compressor"])) for r in rows
                if r["chunked"] and (not r.get("subset") or "label" in r)]
     names = list(dict.fromkeys(r["compressor"] for r in chunked))
@@ -237,18 +233,19 @@ def bar_chart(rows, path):
     ax.axhline(100, color="gray", lw=0.8, ls="--")
     ax.set_ylabel("raw rate, % (2048-byte chunks)")
     ax.legend(fontsize=7, ncol=4)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
-def reproduce(outdir="results", text=None, images=None, audio=None, quick=False, workers=None,
-              verify=True, progress=True, seed=0, download=False, log=print, transformers=None,
-              backend="cpu"):
+def experiment(outdir="results", *, text=None, quick=False, workers=None, seed=0, progress=False, log=print,
+               images=None, audio=None, verify=True, download=False, transformers=None, backend="cpu"):
     """Run Table 1 and write ``table1.json``, ``table1.md``, ``table1.png`` into ``outdir``.
 
-    ``transformers``: checkpoints for transformer rows (default: those in the
-    user cache, if any), coded on ``backend``.
+    The arguments every experiment takes are described in ``lmc_ref.experiments``
+    (``seed``: of the random-bytes modality).  ``images``/``audio``: data folders
+    (default: under ``$LMC_REF_DATA``); ``verify``: decode and compare every
+    chunk; ``download``: fetch enwik8 if none is found; ``transformers``:
+    checkpoints for transformer rows (default: those in the user cache, if
+    any), coded on ``backend``.  Returns ``{"meta": ..., "rows": ...}``.
     """
     from .. import __version__
 
@@ -267,10 +264,7 @@ def reproduce(outdir="results", text=None, images=None, audio=None, quick=False,
         "seconds": round(time.perf_counter() - t0, 1), "workers": workers or os.cpu_count(),
         "machine": platform.platform(), "data": {k: v[1] for k, v in modalities.items()},
     }
-    outdir = Path(outdir)
-    outdir.mkdir(parents=True, exist_ok=True)
-    (outdir / "table1.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
-    (outdir / "table1.md").write_text(markdown(rows, modalities, meta))
-    bar_chart(rows, outdir / "table1.png")
-    log(f"wrote {outdir / 'table1.json'}, {outdir / 'table1.md'}, {outdir / 'table1.png'} in {meta['seconds']} s")
-    return rows
+    result = {"meta": meta, "rows": rows}
+    write_report(outdir, "table1", result, markdown(rows, modalities, meta), lambda path: bar_chart(rows, path),
+                 log=log)
+    return result

@@ -22,21 +22,18 @@ The tokenizer's merge table and the model's weights are not charged (as in
 the paper's tokenization runs); their sizes are reported beside the rate.
 """
 
-import json
-import math
 import time
 from pathlib import Path
 
 import numpy as np
 
 from .. import data
-from ..transformer.backprop import loss_and_grads
+from ..progress import close, progress_bar
+from ..tokenizer import BPETokenizer
 from ..transformer import infer_cpu as tk
 from ..transformer.model import CONFIGS, get_config, init_params, param_count
-from ..tokenizer import BPETokenizer
-from ..transformer.train import HPARAMS, adam_step, clip_by_global_norm, learning_rate, sample_batch, split_data
-
-LN2 = math.log(2.0)
+from ..transformer.train import HPARAMS, adam_moments, learning_rate, sample_batch, split_data, train_step
+from .report import pyplot, save_figure, write_report
 
 #: Per variant: vocabularies (256 = bytes, no tokenizer), model, training steps, batch and
 #: sequence length in tokens (the held-out chunks have that many tokens), held-out bytes coded.
@@ -49,24 +46,24 @@ SETTINGS = {
 
 
 # --8<-- [start:train_tokens]
-def train_tokens(config, tokens, steps, seq_len, batch, seed=0, log_every=None, log=print):
+def train_tokens(config, tokens, steps, seq_len, batch, seed=0, log_every=None, log=print, progress=False):
     """Train a transformer on a 1-D array of token ids; returns ``(params, mean train bits/token of
-    the last tenth of the steps)``.  The same Adam, warmup + cosine schedule and clipping as
-    ``lmc_ref.transformer.train.train``; only the symbols differ."""
+    the last tenth of the steps)``.  Each step is ``lmc_ref.transformer.train.train_step``, with the
+    same warmup + cosine schedule and batches as ``train``: only the symbols differ."""
     cfg = get_config(config)
     hp = dict(HPARAMS)
     params = init_params(cfg, seed)
-    m = {k: np.zeros_like(w) for k, w in params.items()}
-    v = {k: np.zeros_like(w) for k, w in params.items()}
+    m, v = adam_moments(params)
+    bar = progress_bar(steps, progress, f"vocab {cfg.get('vocab', 256)}", unit="step", threshold=0)
     losses = []
     for step in range(steps):
         lr = learning_rate(step, step / steps, hp)
-        loss, grads = loss_and_grads(params, cfg, sample_batch(tokens, seq_len, batch, seed, step))  # [B, T]
-        clip_by_global_norm(grads, hp["clip"])
-        adam_step(params, grads, m, v, step + 1, lr, hp)
-        losses.append(float(loss) / LN2)
+        losses.append(train_step(params, m, v, cfg, sample_batch(tokens, seq_len, batch, seed, step), step, lr, hp))
+        if bar is not None:
+            bar.update(1)
         if log_every and (step + 1) % log_every == 0:
             log(f"    step {step + 1}/{steps}: {np.mean(losses[-log_every:]):.3f} bits/token")
+    close(bar)
     tail = losses[-max(1, steps // 10):]
     return params, float(np.mean(tail))
 # --8<-- [end:train_tokens]
@@ -93,8 +90,11 @@ def code_held_out(params, config, tokenizer, held, seq_len):
 # --8<-- [end:code_tokens]
 
 
-def run(raw, setting, log=print):
-    """Train and evaluate one model per vocabulary; return rows (one dict per vocabulary)."""
+def run(raw, setting, log=print, seed=0, progress=False):
+    """Train and evaluate one model per vocabulary; return rows (one dict per vocabulary).
+
+    ``seed``: of each model's initialisation and batches; ``progress``: a bar per training run.
+    """
     s = SETTINGS[setting] if isinstance(setting, str) else setting
     train_split, val_split = split_data(raw)
     held = val_split.tobytes()[: s["eval_bytes"]]
@@ -108,7 +108,8 @@ def run(raw, setting, log=print):
         tokens = tokenizer.encode(train_bytes) if tokenizer else train_split.astype(np.int64)
         cfg = get_config({**base, "vocab": vocab})
         t0 = time.perf_counter()
-        params, train_bits = train_tokens(cfg, tokens, s["steps"], s["seq_len"], s["batch"], log=log)
+        params, train_bits = train_tokens(cfg, tokens, s["steps"], s["seq_len"], s["batch"], seed=seed, log=log,
+                                          progress=progress)
         t_train = time.perf_counter() - t0
         t0 = time.perf_counter()
         size, ideal, n_symbols, n_chunks = code_held_out(params, cfg, tokenizer, held, s["seq_len"])
@@ -134,11 +135,7 @@ def run(raw, setting, log=print):
 
 def plot(rows, path):
     """Rate (left axis) and bytes per symbol (right axis) against the vocabulary size."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.2))
     v = [r["vocab"] for r in rows]
     ax.plot(v, [r["rate"] for r in rows], "-o", color="C0", label="rate (coded, decoded, compared)")
@@ -150,12 +147,11 @@ def plot(rows, path):
     ax2.plot(v, [r["bytes_per_symbol"] for r in rows], "--s", color="C1", label="bytes per symbol")
     ax2.set_ylabel("bytes per symbol (sequence shortening)", color="C1")
     ax.set_title("Tokenization: same model and budget, symbols = bytes or BPE tokens", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def markdown(rows, meta):
+    """One row per vocabulary: shortening, bits per symbol and the rate, as Markdown."""
     lines = [f"Tokenization ({'--quick' if meta['quick'] else 'full'}): {meta['text']}; model "
              f"{meta['config']}, {meta['steps']} steps of batch {meta['batch']} x {meta['seq_len']} symbols per "
              f"vocabulary; BPE learned on the first {meta['train_bytes']:,} bytes; {meta['held_out_bytes']:,} "
@@ -171,8 +167,13 @@ def markdown(rows, meta):
     return "\n".join(lines) + "\n"
 
 
-def experiment(outdir="results", text=None, quick=False, log=print):
-    """Run the experiment and write ``tokenization.json``, ``.md`` and ``.png``."""
+def experiment(outdir="results", *, text=None, quick=False, workers=None, seed=0, progress=False, log=print):
+    """Run the experiment and write ``tokenization.json``, ``.md`` and ``.png``.
+
+    The arguments are those of every experiment (``lmc_ref.experiments``);
+    ``seed`` seeds the training runs, and ``workers`` is unused (each model
+    trains in one process).  Returns ``{"meta": ..., "rows": ...}``.
+    """
     found = data.find_enwik("enwik8", path=text)
     raw = np.frombuffer(Path(found.path).read_bytes(), np.uint8)
     setting = "quick" if quick else "full"
@@ -180,15 +181,11 @@ def experiment(outdir="results", text=None, quick=False, log=print):
     log(f"tokenization ({setting}): {found.describe()}; vocabularies {', '.join(map(str, s['vocabs']))}; "
         f"{s['config']}, {s['steps']} steps of {s['batch']} x {s['seq_len']} symbols each")
     t0 = time.perf_counter()
-    rows = run(raw, setting, log=log)
+    rows = run(raw, setting, log=log, seed=seed, progress=progress)
     train_split, _ = split_data(raw)
     meta = {"text": found.describe(), "quick": quick, "seconds": round(time.perf_counter() - t0, 1),
             "config": s["config"], "steps": s["steps"], "batch": s["batch"], "seq_len": s["seq_len"],
             "train_bytes": len(train_split), "held_out_bytes": rows[0]["held_out_bytes"]}
-    outdir = Path(outdir)
-    outdir.mkdir(parents=True, exist_ok=True)
-    (outdir / "tokenization.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
-    (outdir / "tokenization.md").write_text(markdown(rows, meta))
-    plot(rows, outdir / "tokenization.png")
-    log(f"wrote tokenization.json, tokenization.md and tokenization.png to {outdir} in {meta['seconds']} s")
-    return rows
+    result = {"meta": meta, "rows": rows}
+    write_report(outdir, "tokenization", result, markdown(rows, meta), lambda path: plot(rows, path), log=log)
+    return result

@@ -48,7 +48,8 @@ class Predictor(ABC):
     backend = "cpu"
     #: Backends this predictor can run on (``use_backend``).
     backends = ("cpu",)
-    #: True for predictors that need a trained model file (``ckpt=PATH``) in their spec.
+    #: True for predictors whose weights come from a model file: named by ``ckpt=PATH``
+    #: when compressing, found by ``model_hash`` when decoding (``lmc_ref.models``).
     needs_model_file = False
     #: Bytes a decoder must hold besides the file (the adjusted rate adds them):
     #: 2 per parameter for neural models, stored tables for pretrained count
@@ -212,12 +213,18 @@ def parse_spec(spec):
     return name, params
 
 
-def make_predictor(spec, stored=False):
+def make_predictor(spec, stored=False, model_hash=b"", model_dirs=None):
     """Build a predictor from its spec string, e.g. ``make_predictor("ngram:order=4")``.
 
     ``v=N`` picks the model version; without it a new spec means the newest
     version and a ``stored`` one (read from a file header) means the version
     files had before the spec carried it (``Predictor.unversioned``).
+
+    A predictor with trained weights (``needs_model_file``) is built by its
+    class's ``from_model_params(params, stored, model_hash, model_dirs)``: a
+    ``stored`` spec names no path, and the weights are found by the header's
+    ``model_hash`` in ``model_dirs``, ``LMC_REF_MODELS`` and the user model
+    store (``lmc_ref.models``); a path in a stored spec is never opened.
 
     Raises:
         ValueError: unknown predictor name, a model version this code does not
@@ -230,6 +237,8 @@ def make_predictor(spec, stored=False):
     if version != cls.model_version:
         raise ValueError(f"{name} model version {version} is not implemented by this lmc_ref "
                          f"(it implements v={cls.model_version})")
+    if cls.needs_model_file:
+        return cls.from_model_params(params, stored=stored, model_hash=model_hash, model_dirs=model_dirs)
     return cls.from_params(**params)
 
 

@@ -25,6 +25,7 @@ import argparse
 import hashlib
 import json
 import math
+import sys
 import time
 from pathlib import Path
 
@@ -32,6 +33,7 @@ import numpy as np
 
 from .backprop import loss_and_grads
 from ..constants import CHUNK_SIZE
+from ..progress import close, progress_bar
 from .checkpoint import load_checkpoint, model_hash, save_checkpoint
 from .model import CONFIGS, forward, get_config, init_params, param_count
 
@@ -80,6 +82,28 @@ def adam_step(params, grads, m, v, t, lr, hp):
         params[name] -= np.float32(lr / c1) * m[name] / (np.sqrt(v[name] / np.float32(c2)) + np.float32(hp["eps"]))
 
 
+def adam_moments(params):
+    """Adam's first and second moments for ``params`` at the start of training: ``(m, v)``, all zeros."""
+    return ({k: np.zeros_like(w) for k, w in params.items()},
+            {k: np.zeros_like(w) for k, w in params.items()})
+
+
+# --8<-- [start:train_step]
+def train_step(params, m, v, config, batch, step, lr, hp):
+    """One optimiser step, in place: the loss and gradients of ``batch`` (``[B, T]`` symbols) by
+    backprop, the gradients clipped to a global norm of ``hp["clip"]``, then Adam at learning rate
+    ``lr`` as the optimiser's step ``step + 1`` (``step`` steps were taken before).
+
+    Returns the batch's loss in bits per symbol (measured before the update).  ``train`` and the
+    tokenization experiment both train through this function, so bytes and tokens are trained alike.
+    """
+    loss, grads = loss_and_grads(params, config, batch)
+    clip_by_global_norm(grads, hp["clip"])
+    adam_step(params, grads, m, v, step + 1, lr, hp)
+    return float(loss) / LN2
+# --8<-- [end:train_step]
+
+
 def sample_batch(train, seq_len, batch, seed, step):
     """``[batch, seq_len]`` random windows of the training split, drawn from ``rng(seed, step)``."""
     rng = np.random.default_rng([seed, step])
@@ -125,6 +149,7 @@ def train(config, data, steps=None, minutes=None, seq_len=CHUNK_SIZE, batch=2, o
         val_chunks: validation chunks (2048 bytes) evaluated; None for all.
         val_every: steps between validations (one always runs at the end).
         hparams: overrides of ``HPARAMS`` (lr, warmup, final_lr_frac, clip, ...).
+        progress: a bar of steps on stderr: True, False or "auto" (on a terminal; ``lmc_ref.progress``).
     """
     if (steps is None) == (minutes is None):
         raise ValueError("give exactly one of steps or minutes")
@@ -145,8 +170,7 @@ def train(config, data, steps=None, minutes=None, seq_len=CHUNK_SIZE, batch=2, o
     else:
         hp = dict(HPARAMS)
         params = init_params(cfg, seed)
-        m = {k: np.zeros_like(w) for k, w in params.items()}
-        v = {k: np.zeros_like(w) for k, w in params.items()}
+        m, v = adam_moments(params)
         step, history = 0, []
     hp.update(hparams or {})
     meta = {"config": cfg, "hparams": hp, "data_sha256": digest, "train_bytes": len(train_split),
@@ -156,10 +180,7 @@ def train(config, data, steps=None, minutes=None, seq_len=CHUNK_SIZE, batch=2, o
         if out is not None:
             save_checkpoint(out, {"step": step, "meta": meta, "param": params, "adam_m": m, "adam_v": v})
 
-    bar = None
-    if progress:
-        from tqdm import tqdm
-        bar = tqdm(total=steps if steps is not None else None, initial=step if steps else 0, unit="step")
+    bar = progress_bar(steps, progress, unit="step", threshold=0, leave=True, initial=step if steps else 0)
     t0, recent = time.monotonic(), []
     while True:
         elapsed = time.monotonic() - t0
@@ -167,11 +188,8 @@ def train(config, data, steps=None, minutes=None, seq_len=CHUNK_SIZE, batch=2, o
             break
         prog = step / steps if steps is not None else elapsed / (60 * minutes)
         lr = learning_rate(step, prog, hp)
-        loss, grads = loss_and_grads(params, cfg, sample_batch(train_split, seq_len, batch, seed, step))
-        clip_by_global_norm(grads, hp["clip"])
+        last = train_step(params, m, v, cfg, sample_batch(train_split, seq_len, batch, seed, step), step, lr, hp)
         step += 1
-        adam_step(params, grads, m, v, step, lr, hp)
-        last = float(loss) / LN2
         recent.append(last)
         if step % val_every == 0:
             history.append({"step": step, "seconds": round(time.monotonic() - t0, 2), "lr": lr,
@@ -191,34 +209,56 @@ def train(config, data, steps=None, minutes=None, seq_len=CHUNK_SIZE, batch=2, o
                         "train_bpb": float(np.mean(recent)) if recent else None,
                         "val_bpb": validation_bpb(params, cfg, val_split, val_chunks)})
     checkpoint()
-    if bar is not None:
-        bar.close()
+    close(bar)
     return params, history
 
 
+DESCRIPTION = ("Train the paper's byte transformer (manual backprop and Adam, on the CPU) on enwik8, or on "
+               "--data FILE, and write a checkpoint (--out) for --model transformer:ckpt=FILE.")
+
+
 def main(argv=None):
-    """``lmc-ref train`` entry point; returns a process exit status."""
-    ap = argparse.ArgumentParser(prog="lmc-ref train", description="Train the paper's byte transformer.")
-    ap.add_argument("--config", default="200K", choices=sorted(CONFIGS))
+    """``python -m lmc_ref.transformer.train``: parse ``argv`` with this module's own parser and ``run`` it.
+
+    ``lmc-ref train`` reaches ``run`` through the main parser instead, which holds the same
+    options (``add_arguments``).
+    """
+    ap = argparse.ArgumentParser(prog="lmc-ref train", description=DESCRIPTION)
+    add_arguments(ap)
+    return run(ap.parse_args(argv))
+
+
+def add_arguments(ap):
+    """Add the options of ``lmc-ref train`` to the argparse parser ``ap`` (the main CLI's
+    ``train`` subparser, or ``main``'s own), so both parse them alike."""
+    ap.add_argument("--config", default="200K", choices=sorted(CONFIGS), help="model size (default: %(default)s)")
     budget = ap.add_mutually_exclusive_group(required=True)
     budget.add_argument("--minutes", type=float, help="wall-clock training budget")
     budget.add_argument("--steps", type=int, help="total number of optimiser steps")
-    ap.add_argument("--seq-len", type=int, default=CHUNK_SIZE)
-    ap.add_argument("--batch", type=int, default=2)
-    ap.add_argument("--lr", type=float, default=HPARAMS["lr"])
-    ap.add_argument("--warmup", type=int, default=HPARAMS["warmup"], help="linear warmup steps")
-    ap.add_argument("--out", help="checkpoint path (.npz)")
+    ap.add_argument("--seq-len", type=int, default=CHUNK_SIZE, help="bytes per training window (default: %(default)s)")
+    ap.add_argument("--batch", type=int, default=2, help="windows per step (default: %(default)s)")
+    ap.add_argument("--lr", type=float, default=HPARAMS["lr"], help="peak learning rate (default: %(default)s)")
+    ap.add_argument("--warmup", type=int, default=HPARAMS["warmup"], help="linear warmup steps (default: %(default)s)")
+    ap.add_argument("--out", help="checkpoint path (.npz); a copy also goes into the user model store "
+                                  "(~/.cache/lmc_ref/models, named by its hash), where decompression finds it")
+    ap.add_argument("--no-store", dest="store", action="store_false",
+                    help="do not copy the checkpoint into the user model store")
     ap.add_argument("--resume", action="store_true", help="continue from --out if it exists")
     ap.add_argument("--data", help="training file (default: enwik8 / enwik8_head via LMC_REF_DATA)")
-    ap.add_argument("--train-bytes", type=int, default=None)
-    ap.add_argument("--val-chunks", type=int, default=16, help="validation chunks (0 = all)")
-    ap.add_argument("--val-every", type=int, default=250)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--no-progress", action="store_true")
+    ap.add_argument("--train-bytes", type=int, default=None,
+                    help=f"bytes of the training split (default: {DEFAULT_TRAIN_BYTES:,}, or 90 %% of shorter data)")
+    ap.add_argument("--val-chunks", type=int, default=16, help="validation chunks (0 = all; default: %(default)s)")
+    ap.add_argument("--val-every", type=int, default=250, help="steps between validations (default: %(default)s)")
+    ap.add_argument("--seed", type=int, default=0, help="initialisation and batch seed (default: %(default)s)")
+    ap.add_argument("--progress", action=argparse.BooleanOptionalAction, default="auto",
+                    help="show a progress bar on stderr (default: when stderr is a terminal)")
     ap.add_argument("--curve", metavar="PNG", help="write the learning curve (bits/byte against minutes) "
                                                    "to PNG at the end; with --resume and the checkpoint's own "
                                                    "step count as --steps, it only draws the curve")
-    args = ap.parse_args(argv)
+
+
+def run(args):
+    """Run ``lmc-ref train`` with the parsed ``args`` (see ``add_arguments``); returns the exit status."""
     if args.data is None:
         from ..data import find_enwik
         args.data = find_enwik("enwik8").path
@@ -226,12 +266,22 @@ def main(argv=None):
     resume = args.out if args.resume and args.out and Path(args.out).exists() else None
     print(f"config {args.config}: {param_count(args.config):,} parameters")
     params, history = train(args.config, data, steps=args.steps, minutes=args.minutes, seq_len=args.seq_len,
-                            batch=args.batch, out=args.out, progress=not args.no_progress, seed=args.seed,
+                            batch=args.batch, out=args.out, progress=args.progress, seed=args.seed,
                             resume=resume, train_bytes=args.train_bytes, val_chunks=args.val_chunks or None,
                             val_every=args.val_every, hparams=None if resume else {"lr": args.lr, "warmup": args.warmup})
     for row in history:
         print(json.dumps(row))
     print(f"model hash {model_hash(params).hex()}")
+    if args.out and getattr(args, "store", True):
+        from ..models import add
+
+        try:
+            entry, added = add(args.out)
+        except (OSError, ValueError) as err:  # the checkpoint itself is written: warn, do not fail
+            print(f"lmc-ref: warning: model store: could not copy {args.out}: {err}", file=sys.stderr)
+        else:
+            print(f"model store: {'copied' if added else 'already holds'} {args.out} as {entry.path} "
+                  "(decompression finds it there by hash; lmc-ref models list)")
     if args.curve:
         learning_curve(history, args.curve, title=f"{args.config}, sequence {args.seq_len}, batch {args.batch}")
         print(f"wrote {args.curve}")
@@ -240,12 +290,9 @@ def main(argv=None):
 
 def learning_curve(history, path, title=""):
     """Train and validation bits per byte against wall-clock minutes, from a run's ``history``."""
-    import matplotlib
+    from ..experiments.report import pyplot, save_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6.5, 3.8))
+    fig, ax = pyplot().subplots(figsize=(6.5, 3.8))
     for key, style in (("train_bpb", "--o"), ("val_bpb", "-o")):
         pts = [(h["seconds"] / 60, h[key]) for h in history if h.get(key) is not None]
         ax.plot([p[0] for p in pts], [p[1] for p in pts], style, label=key.replace("_bpb", "") + " (bits/byte)")
@@ -253,9 +300,7 @@ def learning_curve(history, path, title=""):
     ax.set_ylabel("bits per byte")
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 if __name__ == "__main__":
