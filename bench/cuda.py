@@ -40,6 +40,7 @@ from lmc_ref.codec import compress, decompress
 from lmc_ref.constants import CHUNK_SIZE
 from lmc_ref.transformer import model as tf
 from lmc_ref.transformer import infer_cuda as tc
+from lmc_ref.transformer import cuda_kernels as ck
 from lmc_ref.transformer import train as tr
 
 TINY = {"d_model": 8, "num_heads": 2, "num_layers": 1}
@@ -93,17 +94,17 @@ def kernel_only(gpu, batch, kernel=None, every=1):
     """
     from numba import cuda
 
-    kernel = kernel or tc.step_kernel
+    kernel = kernel or ck.step_kernel
     L, H, hd = gpu.n_layers, gpu.n_heads, gpu.hd
-    kc = cuda.device_array(batch * L * H * hd * tc.T_MAX, np.float32)
-    vc = cuda.device_array(batch * L * H * tc.T_MAX * hd, np.float32)
+    kc = cuda.device_array(batch * L * H * hd * ck.T_MAX, np.float32)
+    vc = cuda.device_array(batch * L * H * ck.T_MAX * hd, np.float32)
     tokens = cuda.to_device(np.zeros(batch, np.int32))
     logp = cuda.device_array((batch, tf.VOCAB), np.float32)
-    kernel[batch, tc.THREADS](gpu._w, gpu._offs, L, H, hd, 0, tokens, kc, vc, logp)  # compile
+    kernel[batch, ck.THREADS](gpu._w, gpu._offs, L, H, hd, 0, tokens, kc, vc, logp)  # compile
     cuda.synchronize()
     t0 = time.perf_counter()
-    for t in range(0, tc.T_MAX, every):
-        kernel[batch, tc.THREADS](gpu._w, gpu._offs, L, H, hd, t, tokens, kc, vc, logp)
+    for t in range(0, ck.T_MAX, every):
+        kernel[batch, ck.THREADS](gpu._w, gpu._offs, L, H, hd, t, tokens, kc, vc, logp)
     cuda.synchronize()
     return (time.perf_counter() - t0) * every
 
@@ -114,7 +115,7 @@ def register_sweep(gpu, batch, caps):
 
     out = {}
     for cap in caps:
-        kernel = cuda.jit(max_registers=cap)(tc.step_kernel.py_func) if cap else cuda.jit(tc.step_kernel.py_func)
+        kernel = cuda.jit(max_registers=cap)(ck.step_kernel.py_func) if cap else cuda.jit(ck.step_kernel.py_func)
         out[str(cap)] = round(kernel_only(gpu, batch, kernel, every=8), 3)
         log(f"  register cap {cap or 'none'}: 2048 launches of batch {batch} take ~{out[str(cap)]} s")
     return out

@@ -11,6 +11,7 @@ from numba import cuda
 
 from lmc_ref import codec, container
 from lmc_ref.transformer import infer_cuda as tc
+from lmc_ref.transformer import cuda_kernels as ck
 
 
 def test_kernels_in_the_cuda_simulator():
@@ -46,22 +47,22 @@ def test_stream_table_validation(payload, length, message):
 
 
 def test_config_limits():
-    tc.check_config("3.2M")
-    tc.check_config("200K")
+    ck.check_config("3.2M")
+    ck.check_config("200K")
     with pytest.raises(ValueError, match="d_model"):
-        tc.check_config({"d_model": 512, "num_heads": 8, "num_layers": 1})
+        ck.check_config({"d_model": 512, "num_heads": 8, "num_layers": 1})
     with pytest.raises(ValueError, match="head size"):
-        tc.check_config({"d_model": 24, "num_heads": 2, "num_layers": 1})
+        ck.check_config({"d_model": 24, "num_heads": 2, "num_layers": 1})
 
 
 def test_flat_weights_layout():
     from lmc_ref.transformer import model as tf
 
     params = tf.init_params("200K", seed=0)
-    flat, offs = tc.pack_flat(params, "200K")
+    flat, offs = ck.pack_flat(params, "200K")
     d = 64
     assert offs.shape == (2 + 12 * 4 + 2,)
-    assert flat.size == tf.param_count("200K") + tc.T_MAX * d  # weights + the position table
+    assert flat.size == tf.param_count("200K") + ck.T_MAX * d  # weights + the position table
     np.testing.assert_array_equal(flat[offs[2]:offs[2] + d * d], params["layer0.wq"].ravel())
     np.testing.assert_array_equal(flat[offs[-1]:], params["out.b"])
 

@@ -13,7 +13,6 @@ import hashlib
 import io
 import json
 import os
-import random
 import signal
 import struct
 import time
@@ -29,6 +28,7 @@ from lmc_ref.cli import main
 from lmc_ref.transformer import checkpoint as ck
 from lmc_ref.transformer import model as tf
 from lmc_ref.transformer import train as tr
+from test_old_files import fixture_text
 
 FIXTURES = Path(__file__).parent / "fixtures"
 TINY = {"d_model": 16, "num_heads": 2, "num_layers": 1}
@@ -87,13 +87,6 @@ def one_line(message, *fragments):
     assert "\n" not in message, message
     for fragment in fragments:
         assert str(fragment) in message, (fragment, message)
-
-
-def fixture_text():
-    """The original of ``fixtures/v7_*.lmc`` (see fixtures/README.md)."""
-    rng = random.Random(16)
-    words = "the of and to in a is that for it as was with be by on".split()
-    return " ".join(rng.choice(words) for _ in range(6000)).encode() + bytes(range(256))
 
 
 # ------------------------------------------------------------------ store ---

@@ -26,6 +26,7 @@ from lmc_ref import codec, container
 from lmc_ref.transformer import train as tr
 from lmc_ref.transformer import model as tf
 from lmc_ref.transformer import infer_cuda as tc
+from lmc_ref.transformer import cuda_kernels as ck
 
 SIMULATOR = bool(numba_config.ENABLE_CUDASIM)
 pytestmark = [
@@ -37,8 +38,8 @@ pytestmark = [
 TINY = {"d_model": 8, "num_heads": 2, "num_layers": 2}
 # shared-memory sizes in the test kernels (module constants, so the CUDA compiler sees literals)
 RED_MAX = 128  # >= THREADS
-D_MAX = tc.D_MAX
-T_MAX = tc.T_MAX
+D_MAX = ck.D_MAX
+T_MAX = ck.T_MAX
 
 
 def _locked_shared_array(lock):
@@ -73,7 +74,7 @@ def _counted_module_swap(lock):
 
     To run a device function, numba's simulator puts its fake ``cuda`` module
     into the function's module globals and puts the real one back on return.
-    When a test kernel calls a device function of ``infer_cuda`` from
+    When a test kernel calls a device function of ``cuda_kernels`` from
     many threads at once, the first thread to return restores the real module
     while the others are still inside, and they fail with "module
     'numba.cuda' has no attribute 'syncthreads'" (rarely, at random).  Here the
@@ -118,13 +119,13 @@ def _small_blocks():
         return
     kernelapi, original, array = _locked_shared_array(threading.Lock())
     sim_kernel, original_swap, swap = _counted_module_swap(threading.Lock())
-    old_threads, old_switch = tc.THREADS, sys.getswitchinterval()
+    old_threads, old_switch = ck.THREADS, sys.getswitchinterval()
     kernelapi.FakeCUDAShared.array = array
     sim_kernel.swapped_cuda_module = swap
-    tc.THREADS = 16
+    ck.THREADS = 16
     sys.setswitchinterval(1e-5)
     yield
-    tc.THREADS = old_threads
+    ck.THREADS = old_threads
     sys.setswitchinterval(old_switch)
     sim_kernel.swapped_cuda_module = original_swap
     kernelapi.FakeCUDAShared.array = original
@@ -143,8 +144,8 @@ def _reduce_kernel(values, out):
     red = cuda.shared.array(RED_MAX, float64)
     b = cuda.blockIdx.x
     tid = cuda.threadIdx.x
-    total = tc._block_sum(red, values[b, tid])
-    biggest = tc._block_max(red, values[b, tid])
+    total = ck._block_sum(red, values[b, tid])
+    biggest = ck._block_max(red, values[b, tid])
     if tid == 0:
         out[b, 0] = total
         out[b, 1] = biggest
@@ -152,9 +153,9 @@ def _reduce_kernel(values, out):
 
 def test_block_reductions_match_numpy():
     rng = np.random.default_rng(1)
-    values = rng.standard_normal((3, tc.THREADS))  # [blocks, threads]
+    values = rng.standard_normal((3, ck.THREADS))  # [blocks, threads]
     out = np.zeros((3, 2))
-    _reduce_kernel[3, tc.THREADS](values, out)
+    _reduce_kernel[3, ck.THREADS](values, out)
     np.testing.assert_allclose(out[:, 0], values.sum(axis=1), rtol=1e-12)
     np.testing.assert_array_equal(out[:, 1], values.max(axis=1))
 
@@ -165,12 +166,12 @@ def _norm_gelu_kernel(x, w, d, ln_out, gelu_out):
     red = cuda.shared.array(RED_MAX, float64)
     b = cuda.blockIdx.x
     tid = cuda.threadIdx.x
-    for j in range(tid, d, tc.THREADS):
+    for j in range(tid, d, ck.THREADS):
         h[j] = x[b, j]
-        gelu_out[b, j] = tc._gelu(x[b, j])
+        gelu_out[b, j] = ck._gelu(x[b, j])
     cuda.syncthreads()
-    tc._layer_norm(h, d, w, 0, d, red)
-    for j in range(tid, d, tc.THREADS):
+    ck._layer_norm(h, d, w, 0, d, red)
+    for j in range(tid, d, ck.THREADS):
         ln_out[b, j] = h[j]
 
 
@@ -181,7 +182,7 @@ def test_layer_norm_and_gelu_match_numpy(d):
     scale, offset = rng.standard_normal(d).astype(np.float32), rng.standard_normal(d).astype(np.float32)
     w = np.concatenate([scale, offset])  # flat weights: scale at 0, offset at d
     ln_out, gelu_out = np.zeros_like(x), np.zeros_like(x)
-    _norm_gelu_kernel[2, tc.THREADS](x, w, d, ln_out, gelu_out)
+    _norm_gelu_kernel[2, ck.THREADS](x, w, d, ln_out, gelu_out)
     x64 = x.astype(np.float64)
     np.testing.assert_allclose(ln_out, tf.layer_norm(x64, scale, offset), atol=2e-6)
     np.testing.assert_allclose(gelu_out, tf.gelu(x64), atol=2e-6)
@@ -196,8 +197,8 @@ def _attention_kernel(q, kc, vc, hd, t, out):
     b = cuda.blockIdx.x
     heads = q.shape[1] // hd
     for hh in range(heads):
-        tc._attention_head(q[b], hh * hd, kc, vc, tc.cache_offset(b, 0, hh, 1, heads, hd), hd, t, s, part, red, o)
-    for j in range(cuda.threadIdx.x, q.shape[1], tc.THREADS):
+        ck._attention_head(q[b], hh * hd, kc, vc, ck.cache_offset(b, 0, hh, 1, heads, hd), hd, t, s, part, red, o)
+    for j in range(cuda.threadIdx.x, q.shape[1], ck.THREADS):
         out[b, j] = o[j]
 
 
@@ -206,12 +207,12 @@ def test_attention_head_matches_numpy(t):
     rng = np.random.default_rng(t)
     blocks, heads, hd = 2, 2, 4
     q = rng.standard_normal((blocks, heads * hd)).astype(np.float32)  # [B, d]
-    kc = np.zeros((blocks, 1, heads, hd, tc.T_MAX), np.float32)  # [B, L, H, hd, T]
-    vc = np.zeros((blocks, 1, heads, tc.T_MAX, hd), np.float32)  # [B, L, H, T, hd]
+    kc = np.zeros((blocks, 1, heads, hd, ck.T_MAX), np.float32)  # [B, L, H, hd, T]
+    vc = np.zeros((blocks, 1, heads, ck.T_MAX, hd), np.float32)  # [B, L, H, T, hd]
     kc[..., : t + 1] = rng.standard_normal((blocks, 1, heads, hd, t + 1))
     vc[..., : t + 1, :] = rng.standard_normal((blocks, 1, heads, t + 1, hd))
     out = np.zeros_like(q)
-    _attention_kernel[blocks, tc.THREADS](q, kc.ravel(), vc.ravel(), hd, t, out)
+    _attention_kernel[blocks, ck.THREADS](q, kc.ravel(), vc.ravel(), hd, t, out)
     for b in range(blocks):
         for hh in range(heads):
             k = kc[b, 0, hh, :, : t + 1].astype(np.float64)  # [hd, t+1]
@@ -231,7 +232,7 @@ def _plain_attention_head(q, base, kc, vc, cbase, hd, t, s, part, red, out):
     tid = cuda.threadIdx.x
     scale = float32(1.0 / math.sqrt(hd))
     m = float64(-math.inf)
-    for tau in range(tid, t + 1, tc.THREADS):
+    for tau in range(tid, t + 1, ck.THREADS):
         acc = float32(0.0)
         for e in range(hd):
             acc += q[base + e] * kc[cbase + e * T_MAX + tau]
@@ -239,14 +240,14 @@ def _plain_attention_head(q, base, kc, vc, cbase, hd, t, s, part, red, out):
         s[tau] = acc
         if acc > m:
             m = float64(acc)
-    m32 = float32(tc._block_max(red, m))
+    m32 = float32(ck._block_max(red, m))
     z = float64(0.0)
-    for tau in range(tid, t + 1, tc.THREADS):
+    for tau in range(tid, t + 1, ck.THREADS):
         p = float32(math.exp(float64(s[tau] - m32)))
         s[tau] = p
         z += float64(p)
-    inv = float32(1.0 / tc._block_sum(red, z))
-    groups = tc.THREADS // hd
+    inv = float32(1.0 / ck._block_sum(red, z))
+    groups = ck.THREADS // hd
     g = tid // hd
     e = tid - g * hd
     acc = float32(0.0)
@@ -272,18 +273,18 @@ def _unrolled_and_plain_kernel(q, kc, vc, hd, t, x, w, n_out, out, plain_out, do
     tid = cuda.threadIdx.x
     heads = q.shape[1] // hd
     for hh in range(heads):
-        tc._attention_head(q[b], hh * hd, kc, vc, tc.cache_offset(b, 0, hh, 1, heads, hd), hd, t, s, part, red, o)
-    for j in range(tid, q.shape[1], tc.THREADS):
+        ck._attention_head(q[b], hh * hd, kc, vc, ck.cache_offset(b, 0, hh, 1, heads, hd), hd, t, s, part, red, o)
+    for j in range(tid, q.shape[1], ck.THREADS):
         out[b, j] = o[j]
     cuda.syncthreads()
     for hh in range(heads):
-        _plain_attention_head(q[b], hh * hd, kc, vc, tc.cache_offset(b, 0, hh, 1, heads, hd), hd, t, s, part,
+        _plain_attention_head(q[b], hh * hd, kc, vc, ck.cache_offset(b, 0, hh, 1, heads, hd), hd, t, s, part,
                               red, o)
-    for j in range(tid, q.shape[1], tc.THREADS):
+    for j in range(tid, q.shape[1], ck.THREADS):
         plain_out[b, j] = o[j]
     n_in = x.shape[1]
-    for j in range(tid, n_out, tc.THREADS):
-        dots[b, j] = tc._dot_column(x[b], n_in, w, 3, n_out, j, float32(0.5))
+    for j in range(tid, n_out, ck.THREADS):
+        dots[b, j] = ck._dot_column(x[b], n_in, w, 3, n_out, j, float32(0.5))
         acc = float32(0.5)
         for i in range(n_in):
             acc += x[b, i] * w[3 + i * n_out + j]
@@ -303,7 +304,7 @@ def test_unrolled_loops_equal_plain_loops_bit_for_bit(t, hd):
     w = rng.standard_normal(3 + n_in * n_out).astype(np.float32)  # the matrix starts at offset 3
     out, plain_out = np.zeros_like(q), np.ones_like(q)
     dots, plain_dots = np.zeros((blocks, n_out), np.float32), np.ones((blocks, n_out), np.float32)
-    _unrolled_and_plain_kernel[blocks, tc.THREADS](q, kc.ravel(), vc.ravel(), hd, t, x, w, n_out,
+    _unrolled_and_plain_kernel[blocks, ck.THREADS](q, kc.ravel(), vc.ravel(), hd, t, x, w, n_out,
                                                    out, plain_out, dots, plain_dots)
     np.testing.assert_array_equal(out, plain_out)
     np.testing.assert_array_equal(dots, plain_dots)

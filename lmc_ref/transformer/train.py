@@ -16,9 +16,9 @@
 * Batches are drawn from a generator seeded with ``(seed, step)``, so a run
   resumed from a checkpoint (in ``steps`` mode) continues exactly as the
   uninterrupted run would have.
-* Checkpoints are ``.npz`` files read with ``allow_pickle=False``: weights,
-  Adam moments, step, and a JSON ``meta`` (config, hyper-parameters, SHA-256 of
-  the data, history) stored as a uint8 array.
+* Checkpoints are ``.npz`` files (``lmc_ref.transformer.checkpoint``, never
+  unpickled): weights, Adam moments, step, and a JSON ``meta`` (config,
+  hyper-parameters, SHA-256 of the data, history) stored as a uint8 array.
 """
 
 import argparse
