@@ -1,6 +1,7 @@
 """The context-mixing predictor: components, byte pdf, readable == fused, round trips, specs."""
 
 import math
+from itertools import pairwise
 
 import numpy as np
 import pytest
@@ -9,25 +10,31 @@ from hypothesis import strategies as st
 
 from lmc_ref.codec import compress, decode_readable, decompress, encode_readable
 from lmc_ref.container import unpack
+from lmc_ref.predictors import cm_apm, cm_contexts, cm_counters, cm_match, cm_mixer, cm_runs, make_predictor
 from lmc_ref.predictors import context_mixing as cm
 from lmc_ref.predictors import context_mixing_kernels as K
-from lmc_ref.predictors import make_predictor
+from lmc_ref.predictors.cm_counters import STRETCH, learn, squash
 
 SMALL = "cm:mem=10"
+
+
+def p12(counters, i):
+    """Counter ``i``'s 12-bit probability."""
+    return int(counters.t[i]) >> 20
 
 
 # ------------------------------------------------------------- components ----
 
 def test_squash_inverts_stretch():
     for p in range(1, 4096):
-        assert abs(K.squash(int(K.STRETCH[p])) - p) <= 4
-    assert all(K.STRETCH[i] <= K.STRETCH[i + 1] for i in range(4095))
-    assert [K.squash(d) for d in (-5000, -2047, 0, 2047, 5000)] == [1, 1, 2048, 4095, 4095]
+        assert abs(squash(int(STRETCH[p])) - p) <= 4
+    assert all(STRETCH[i] <= STRETCH[i + 1] for i in range(4095))
+    assert [squash(d) for d in (-5000, -2047, 0, 2047, 5000)] == [1, 1, 2048, 4095, 4095]
 
 
 def test_stretch_is_the_logit_in_256ths():
     for p in range(64, 4096 - 64, 37):
-        assert K.STRETCH[p] == pytest.approx(256 * math.log(p / (4096 - p)), abs=12)
+        assert STRETCH[p] == pytest.approx(256 * math.log(p / (4096 - p)), abs=12)
 
 
 @pytest.mark.parametrize("freq", [0.05, 0.3, 0.8, 0.97])
@@ -35,69 +42,78 @@ def test_counter_converges_to_the_bit_frequency(freq):
     counters = cm.Counters(4, limit=1023)
     bits = np.random.default_rng(1).random(20000) < freq
     for bit in bits:
-        counters.update(2, int(bit))
-    assert counters.p(2) / 4096 == pytest.approx(freq, abs=0.03)
-    assert counters.p(1) == 2048  # other counters untouched
+        learn(counters.t, 2, int(bit), counters.limit)
+    assert p12(counters, 2) / 4096 == pytest.approx(freq, abs=0.03)
+    assert p12(counters, 1) == 2048  # other counters untouched
 
 
 def test_young_counter_is_a_frequency_count():
     counters = cm.Counters(1, limit=1023)
-    counters.update(0, 1)
-    assert counters.p(0) / 4096 == pytest.approx(5 / 6, abs=0.01)  # (1/2 + 1) / (1 + 1.5) ... p += (1-p)/1.5
+    learn(counters.t, 0, 1, counters.limit)
+    assert p12(counters, 0) / 4096 == pytest.approx(5 / 6, abs=0.01)  # (1/2 + 1) / (1 + 1.5) ... p += (1-p)/1.5
 
 
 def test_counters_start_at_their_priors():
-    hist = cm.Counters(K.HISTORY_COUNTERS, K.LIMIT_HISTORY, K.history_prior())
-    assert hist.p(K.history_index(0, 0, 0)) == 2048                # no history: 1/2
-    assert hist.p(K.history_index(3, 5, 3 << 8)) == 3584           # three ones, no zero: 3.5 / 4
-    assert hist.p(K.history_index(7, 7, (2 * 16 + 0) << 8)) == 682  # two zeros: 0.5 / 3
-    match = cm.Counters(K.MATCH_COUNTERS, K.LIMIT_MATCH, K.match_prior())
-    assert match.p(K.match_context(0, 0, 1, 0, 65)) == 2048        # no match: 1/2
-    long_one = K.match_context(0b10000000, 20, 1, 0, 65)           # expects a 1 after a 20-byte match: 21 / 22
-    short_zero = K.match_context(0b00000000, 1, 1, 0, 65)          # expects a 0 after a 1-byte match: 1 / 3
-    assert match.p(long_one) == 3909 and match.p(short_zero) == 4096 - 2731
-    run = cm.Counters(K.RUN_COUNTERS, K.LIMIT_RUN, K.run_prior())
-    assert run.p(K.run_context(2, 0xFF, 3, 1, 0)) == 3276          # a run of 3 expecting a 1: 4 / 5
+    index = cm_contexts.history_index
+    hist = cm.Counters(cm_contexts.HISTORY_COUNTERS, cm_contexts.LIMIT_HISTORY, cm_contexts.history_prior())
+    assert p12(hist, index(0, 0, 0)) == 2048                # no history: 1/2
+    assert p12(hist, index(3, 5, 3 << 8)) == 3584           # three ones, no zero: 3.5 / 4
+    assert p12(hist, index(7, 7, (2 * 16 + 0) << 8)) == 682  # two zeros: 0.5 / 3
+    match = cm.Counters(cm_match.MATCH_COUNTERS, cm_match.LIMIT_MATCH, cm_match.match_prior())
+    assert p12(match, cm_match.match_context(0, 0, 1, 0, 65)) == 2048   # no match: 1/2
+    long_one = cm_match.match_context(0b10000000, 20, 1, 0, 65)       # expects a 1 after a 20-byte match: 21 / 22
+    short_zero = cm_match.match_context(0b00000000, 1, 1, 0, 65)      # expects a 0 after a 1-byte match: 1 / 3
+    assert p12(match, long_one) == 3909 and p12(match, short_zero) == 4096 - 2731
+    run = cm.Counters(cm_runs.RUN_COUNTERS, cm_runs.LIMIT_RUN, cm_runs.run_prior())
+    three = cm_runs.run_context(2, 0xFF, 3, 1, 0)
+    assert p12(run, three) == 3276          # a run of 3 expecting a 1: 4 / 5
     # a prior is worth a few bits: the first observation against it moves the counter less than from 1/2
-    run.update(K.run_context(2, 0xFF, 3, 1, 0), 0)
-    assert 3276 * 2 // 3 < run.p(K.run_context(2, 0xFF, 3, 1, 0)) < 3276
+    learn(run.t, three, 0, run.limit)
+    assert 3276 * 2 // 3 < p12(run, three) < 3276
 
 
 def test_mixer_learns_to_trust_the_better_input():
-    ROWS = tuple(offset + 3 for offset in K.MIXER_OFFSETS)  # one weight set of each mixer
+    ROWS = tuple(offset + 3 for offset in cm_mixer.MIXER_OFFSETS)  # one weight set of each mixer
     rng = np.random.default_rng(7)
     mixer = cm.Mixer()
-    x = np.zeros(K.N_INPUTS, np.int64)
+    x = np.zeros(cm_mixer.N_INPUTS, np.int32)
+    rate = cm_mixer.mixer_rate(1 << 20)  # the long-run rate
     for _ in range(4000):
         bit = int(rng.random() < 0.5)
         good = 0.9 if bit else 0.1                      # input 0 knows the bit
-        x[0] = K.STRETCH[int(good * 4096)]
-        x[1] = K.STRETCH[int(rng.integers(200, 3896))]  # input 1 is noise
-        mixer.p(x, ROWS)
-        mixer.update(x, bit, pos=1 << 20)  # the long-run rate
+        x[0] = STRETCH[int(good * 4096)]
+        x[1] = STRETCH[int(rng.integers(200, 3896))]  # input 1 is noise
+        dots = cm_mixer.mixer_dots(mixer.weights, x, ROWS)
+        cm_mixer.mixer_update(mixer.weights, x, ROWS, dots, bit, rate)
     for row in ROWS:
         w = mixer.weights[row]
-        assert w[0] > K.MIX_INIT and w[0] > 4 * abs(w[1])
-    x[0], x[1] = K.STRETCH[int(0.9 * 4096)], K.STRETCH[500]
-    assert mixer.p(x, ROWS) > 0.9 * 4096  # trusts (and sharpens) the good input, ignores the noise
+        assert w[0] > cm_mixer.MIX_INIT and w[0] > 4 * abs(w[1])
+    x[0], x[1] = STRETCH[int(0.9 * 4096)], STRETCH[500]
+    # trusts (and sharpens) the good input, ignores the noise
+    assert squash(sum(cm_mixer.mixer_dots(mixer.weights, x, ROWS)) >> 2) > 0.9 * 4096
     fresh = cm.Mixer()  # the other weight sets are untouched
-    untouched = [r for r in range(K.MIXER_ROWS) if r not in ROWS]
+    untouched = [r for r in range(cm_mixer.MIXER_ROWS) if r not in ROWS]
     assert np.array_equal(mixer.weights[untouched], fresh.weights[untouched])
-    assert (fresh.weights[:, :K.X_RUN] == K.MIX_INIT).all() and (fresh.weights[:, K.X_RUN:] == 0).all()
+    X_RUN = cm_mixer.X_RUN
+    assert (fresh.weights[:, :X_RUN] == cm_mixer.MIX_INIT).all() and (fresh.weights[:, X_RUN:] == 0).all()
 
 
 def test_apm_is_monotone_in_its_input():
     apm = cm.APM(4)
-    fresh = [apm.p(pr, 1) for pr in range(1, 4096)]
-    assert all(a <= b for a, b in zip(fresh, fresh[1:]))
+
+    def refine(pr):
+        return cm_apm.apm_refine(apm.t, pr, 1)
+
+    fresh = [refine(pr)[0] for pr in range(1, 4096)]
+    assert all(a <= b for a, b in pairwise(fresh))
     assert fresh[2047] == pytest.approx(2048 * 16, abs=64)  # an untrained APM is about the identity
     rng = np.random.default_rng(3)
+    rate = cm_apm.apm_rate(1 << 20)  # the long-run rate
     for _ in range(20000):  # train on a source sharper than its input: bit = (p > 1/2)
-        pr = K.squash(int(rng.integers(-2047, 2048)))  # every knot gets its share of updates
-        apm.p(pr, 1)
-        apm.update(int(pr > 2048), pos=1 << 20)  # the long-run rate
-    trained = [apm.p(pr, 1) for pr in range(1, 4096)]
-    assert all(a <= b for a, b in zip(trained, trained[1:]))
+        pr = squash(int(rng.integers(-2047, 2048)))  # every knot gets its share of updates
+        cm_apm.apm_update(apm.t, refine(pr)[1], int(pr > 2048), rate)
+    trained = [refine(pr)[0] for pr in range(1, 4096)]
+    assert all(a <= b for a, b in pairwise(trained))
     assert trained[3000] > fresh[3000] and trained[1000] < fresh[1000]
 
 
@@ -127,43 +143,65 @@ def test_run_model_counts_repeats_and_predicts_the_byte():
     for byte in b"ab" * 5 + b"a":
         predictor.update(byte)
     run = predictor.run
-    assert (K.RUN_MODEL0, K.N_RUNS) == (1, 6)  # runs of orders 2, 3, 4, 5 and the two word models
+    assert (cm_runs.RUN_MODEL0, cm_runs.N_RUNS) == (1, 6)  # runs of orders 2, 3, 4, 5 and the two word models
     # orders 2, 3, 4 and 5 predict "b", seen 4, 4, 3 and 3 times in a row after these contexts;
     # the word models see one ever longer word, never the same context
     assert list(run.byte[:4]) == [ord("b")] * 4 and list(run.count) == [4, 4, 3, 3, 0, 0]
-    x = np.zeros(K.N_INPUTS, np.int64)
+
+    def run_inputs(c0, bitpos):
+        """The run models' mixer inputs for a bit of the next byte (the prediction changes nothing)."""
+        inputs = K.new_inputs()
+        cm.predict_step(predictor.tables, predictor.contexts.slots, inputs, c0, bitpos, c0,
+                        predictor._byte_context())
+        return inputs.x[cm_mixer.X_RUN:cm_mixer.X_RUN + cm_runs.N_RUNS]
+
     # the first bit of "b" (0x62 = 0110 0010) is 0: no run input says 1, and those whose
     # counter (per run length) has been trained already say 0 with confidence
-    run.add_inputs(1, 0, x)
-    assert np.all(x[K.X_RUN:K.X_RUN + 4] <= 0) and np.any(x[K.X_RUN:K.X_RUN + 4] < -200)
+    first = run_inputs(1, 0)
+    assert np.all(first[:4] <= 0) and np.any(first[:4] < -200)
     # once the byte leaves the run (a 1 where "b" has a 0), the runs fall silent
-    run.add_inputs(0b11, 1, x)
-    assert np.all(x[K.X_RUN:K.X_RUN + K.N_RUNS] == 0)
+    assert np.all(run_inputs(0b11, 1) == 0)
     # a different byte restarts the run at 1: "ba" was followed by "c" once, after "b" four times
     for byte in b"cba":
         predictor.update(byte)
     assert run.byte[0] == ord("c") and run.count[0] == 1
 
 
+def test_each_kernel_takes_few_arguments():
+    """The model's arrays travel as one ``Tables``: no kernel needs a long argument list."""
+    import inspect
+
+    from numba.core.registry import CPUDispatcher
+
+    for module in (cm_counters, cm_contexts, cm_match, cm_runs, cm_mixer, cm_apm, K):
+        for name, f in vars(module).items():
+            if isinstance(f, CPUDispatcher) and f.py_func.__module__ == module.__name__:
+                assert len(inspect.signature(f.py_func).parameters) <= 8, name
+
+
+def test_the_readable_path_runs_the_fused_loops_bit_step():
+    assert cm.predict_step is K.predict_bit.py_func and cm.update_step is K.update_bit.py_func
+
+
 # ------------------------------------------------------------ byte pdf ----
 
 def test_byte_classes():
-    classes = K.byte_classes()
+    classes = cm_contexts.byte_classes()
     names = {ch: int(classes[ord(ch)]) for ch in "aZ7 \n.'([{|<=/&"}
     assert len(set(names.values())) == len(names)  # each of these in a class of its own
     assert classes[ord("q")] == names["a"] and classes[ord("B")] == names["Z"] and classes[ord(")")] == names["("]
     assert classes[0] == classes[0xFF] == classes[ord("~")] == 15  # anything else
-    assert K.byte_classes([2, 0xFF])[[2, 0xFF]].tolist() == [0, 0]  # word-code bytes are lowercase words
+    assert cm_contexts.byte_classes([2, 0xFF])[[2, 0xFF]].tolist() == [0, 0]  # word-code bytes are lowercase words
 
 
 def test_shape_keeps_the_classes_of_the_last_six_runs():
-    classes = K.byte_classes()
+    classes = cm_contexts.byte_classes()
     shape, run_length = 0, 0
     for byte in b"[[Paris]], 12":
-        shape, run_length = K.shape_step(shape, run_length, classes[byte])
+        shape, run_length = cm_contexts.shape_step(shape, run_length, classes[byte])
     runs = [(shape >> (4 * i)) & 15 for i in range(6)]  # latest first
     assert runs == [classes[ord(c)] for c in "2 ,]aP"] and run_length == 2
-    shape, run_length = K.shape_step(shape, run_length, classes[ord("3")])
+    shape, run_length = cm_contexts.shape_step(shape, run_length, classes[ord("3")])
     assert run_length == 3 and shape < 1 << 24
 
 
@@ -181,12 +219,12 @@ def test_shape_context_is_the_same_for_different_words_of_the_same_shape():
 
 
 def test_mixer_1_is_selected_by_class_run_length_and_familiarity():
-    lower = int(K.byte_classes()[ord("e")])
-    rows = [K.mixer_rows(known, lower, run_length, 0, 5, 0, 2)[0] for known, run_length in
+    lower = int(cm_contexts.byte_classes()[ord("e")])
+    rows = [cm_mixer.mixer_rows(known, lower, run_length, 0, 5, 0, 2)[0] for known, run_length in
             ((8, 4), (8, 9), (7, 4), (6, 4), (8, 1), (8, 0))]
     assert rows[0] == rows[1] == rows[2] != rows[3]  # 4+ letters alike; 7 or 8 known alike
     assert rows[4] == rows[5] != rows[0]  # no byte yet counts as a run of 1
-    assert all(0 <= r < K.MIXER_SETS[0] for r in rows)
+    assert all(0 <= r < cm_mixer.MIXER_SETS[0] for r in rows)
 
 
 def test_pdf_is_the_product_of_bit_probabilities(enwik8_head):
@@ -292,10 +330,10 @@ def test_corrupt_payload_is_detected():
 # ---------------------------------------------------------------- specs ----
 
 def test_spec_is_canonical_and_recorded():
-    assert make_predictor("cm").spec == f"cm:mem={cm.DEFAULT_MEM}"
-    assert make_predictor("cm:mem=12").spec == "cm:mem=12"
+    assert make_predictor("cm").spec == f"cm:v=7,mem={cm.DEFAULT_MEM}"
+    assert make_predictor("cm:mem=12").spec == "cm:v=7,mem=12"
     header, _ = unpack(compress(b"abc", "cm:mem=11", progress=False))
-    assert header.spec == "cm:mem=11"
+    assert header.spec == "cm:v=7,mem=11"
     assert cm.memory_bytes(cm.DEFAULT_MEM) <= 1 << 30
     assert "MiB" in cm.ContextMixingPredictor.help_text()
 
@@ -324,14 +362,16 @@ def test_mixer_trace_for_the_docs_figure(enwik8_head, tmp_path):
 
     positions, weights = mixer.trace(enwik8_head[:300_000], block=50_000, mem=12)
     assert positions[-1] == 300_000 and weights.shape == (len(positions), len(mixer.INPUTS))
-    assert np.all(weights[0, :K.X_RUN] == K.MIX_INIT / 65536) and np.all(weights[0, K.X_RUN:] == 0)  # runs, one-sided 0
+    X_RUN = cm_mixer.X_RUN
+    assert np.all(weights[0, :X_RUN] == cm_mixer.MIX_INIT / 65536) and np.all(weights[0, X_RUN:] == 0)  # runs etc. 0
     assert np.abs(weights[-1] - weights[0]).max() > 0.01  # the traced set has learned
     mixer.plot(positions, weights, tmp_path / "m.png")
     assert (tmp_path / "m.png").stat().st_size > 1000
 
 
 def test_learning_rates_fall_from_fast_to_the_long_run_rate():
-    mixer = [K.mixer_rate(pos) for pos in range(0, 1 << 21, 997)]
-    apm = [K.apm_rate(pos) for pos in range(0, 1 << 21, 997)]
-    assert all(a >= b for a, b in zip(mixer, mixer[1:])) and mixer[0] > 4 * K.MIX_RATE and mixer[-1] == K.MIX_RATE
-    assert all(a <= b for a, b in zip(apm, apm[1:])) and apm[0] < K.APM_RATE and apm[-1] == K.APM_RATE  # shifts
+    mixer = [cm_mixer.mixer_rate(pos) for pos in range(0, 1 << 21, 997)]
+    apm = [cm_apm.apm_rate(pos) for pos in range(0, 1 << 21, 997)]
+    MIX_RATE, APM_RATE = cm_mixer.MIX_RATE, cm_apm.APM_RATE
+    assert all(a >= b for a, b in pairwise(mixer)) and mixer[0] > 4 * MIX_RATE and mixer[-1] == MIX_RATE
+    assert all(a <= b for a, b in pairwise(apm)) and apm[0] < APM_RATE and apm[-1] == APM_RATE  # shifts

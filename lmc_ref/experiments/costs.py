@@ -43,7 +43,7 @@ def classify(text):
     bytes, in ``CHARACTERS`` (-1 for header bytes).  Later patterns win where they overlap."""
     n = len(text)
     inside = np.zeros(n, bool)
-    for m in re.finditer(rb"<text[^>]*>(.*?)</text>", text, re.S):
+    for m in re.finditer(rb"<text[^>]*>(.*?)</text>", text, re.DOTALL):
         inside[m.start(1):m.end(1)] = True
     regions = np.where(inside, REGIONS.index("prose"), REGIONS.index("page headers (XML)")).astype(np.int8)
     _mark(regions, inside, text, rb"(?m)^[*#:=].*$", REGIONS.index("lists and headings"))

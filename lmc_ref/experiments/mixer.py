@@ -18,31 +18,35 @@ from pathlib import Path
 import numpy as np
 
 from .. import data
-from ..predictors import context_mixing_kernels as K
-from ..predictors import fused
+from ..predictors.cm_contexts import N_HASHED, byte_classes
+from ..predictors.cm_mixer import N_INPUTS, mixer_rows
+from ..predictors.cm_runs import N_RUNS, RUN_MODEL0
 from ..predictors.context_mixing import ContextMixingPredictor
 
-#: Inputs in mixer order (see ``ContextModels.add_inputs`` and ``context_mixing_kernels``).
+#: Inputs in mixer order (see ``cm_mixer``'s input layout).
 HASHED = ("classes", "o2", "o3", "o4", "o5", "word+prev", "word+o1", "shape")  # see context_hashes
 INPUTS = (("o0",) + tuple(f"{h} direct" for h in HASHED) + tuple(f"{h} history" for h in HASHED) + ("match", "bias")
-          + tuple(f"{h} run" for h in HASHED[K.RUN_MODEL0:K.RUN_MODEL0 + K.N_RUNS])
+          + tuple(f"{h} run" for h in HASHED[RUN_MODEL0:RUN_MODEL0 + N_RUNS])
           + tuple(f"{h} one-sided" for h in HASHED) + ("match length",))
-assert len(HASHED) == K.N_HASHED and len(INPUTS) == K.N_INPUTS
+assert len(HASHED) == N_HASHED and len(INPUTS) == N_INPUTS
+
+# The traced weight set: all hashed contexts known, a run of 4+ bytes of lowercase letters, and the
+# partial byte 1011 (the next byte is 0x60..0x7f, its fourth bit to come); the match and the bytes
+# before do not select mixer 1.
+ROW = mixer_rows(known=N_HASHED, shape=int(byte_classes()[ord("a")]), run_length=4, mctx=0, c0=0b1011, c4=0,
+                 bitpos=3)[0]
 
 
 def trace(text, block=4096, mem=16):
     """``(positions, weights [snapshots, inputs])`` of the traced weight set while coding ``text``."""
     model = ContextMixingPredictor(mem)
-    code_block = model._block_coder()
-    # 7+ contexts known, a run of 4+ bytes of class 0 (lowercase), partial byte 1011 (the next byte is 0x60..0x7f)
-    row = ((1 * 4 + 3) * 16 + 0) * 256 + 0b1011
-    positions, snapshots = [0], [model.mixer.weights[row].copy()]
+    positions, snapshots = [0], [model.mixer.weights[ROW].copy()]
 
-    def snapshot(n):
+    def snapshot(n):  # between blocks, the coder's model is ``model``'s
         positions.append(positions[-1] + n)
-        snapshots.append(model.mixer.weights[row].copy())
+        snapshots.append(model.mixer.weights[ROW].copy())
 
-    fused.encode(np.frombuffer(text, np.uint8), code_block, block, 8 * 18, snapshot)
+    model.fused_encode(np.frombuffer(text, np.uint8), progress=snapshot, block=block)
     return np.array(positions), np.stack(snapshots).astype(np.float64) / (1 << 16)  # weights in units of 1
 
 
