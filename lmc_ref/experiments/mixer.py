@@ -22,6 +22,7 @@ from ..predictors.cm_contexts import N_HASHED, byte_classes
 from ..predictors.cm_mixer import N_INPUTS, mixer_rows
 from ..predictors.cm_runs import N_RUNS, RUN_MODEL0
 from ..predictors.context_mixing import ContextMixingPredictor
+from .report import pyplot, save_figure
 
 #: Inputs in mixer order (see ``cm_mixer``'s input layout).
 HASHED = ("classes", "o2", "o3", "o4", "o5", "word+prev", "word+o1", "shape")  # see context_hashes
@@ -51,12 +52,7 @@ def trace(text, block=4096, mem=16):
 
 
 def plot(positions, weights, path):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(8, 4.4))
+    fig, ax = pyplot().subplots(figsize=(8, 4.4))
     order = np.argsort(-np.abs(weights[-1]))
     for rank, i in enumerate(order):
         ax.plot(positions / 1e3, weights[:, i], lw=1.4 if rank < 6 else 0.7,
@@ -65,9 +61,7 @@ def plot(positions, weights, path):
     ax.set_ylabel("mixer weight")
     ax.set_title("cm: weights of one mixer set (4th bit of a letter, 4+ letters into a word)", fontsize=9)
     ax.legend(fontsize=7, ncol=2)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
     # 35 thin translucent lines make a large RGBA PNG; a 128-colour palette keeps it small
     from PIL import Image
 
