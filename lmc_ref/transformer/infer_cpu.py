@@ -18,7 +18,7 @@ vectorise without reassociating any sum.
 Layouts: key cache ``[L, H, hd, T_max]`` (the score loop runs over positions,
 contiguously), value cache ``[L, H, T_max, hd]``.  Everything is float32 except
 the LayerNorm statistics and the softmax normalisers, which are accumulated in
-float64 (the attention normaliser as four interleaved partial sums, ``_sum4``).
+float64 (the attention normaliser as four interleaved partial sums, ``sum4``).
 The attention weights use our own ``exp`` (``exp_shifted``): plain float32
 arithmetic that vectorises and rounds the same on every IEEE machine (a libm
 ``expf`` call per weight does not vectorise; replacing it took the 2-core
@@ -131,7 +131,7 @@ def exp_shifted(s, n, m, pow2):
 
 
 @njit(cache=True, inline="always")
-def _max8(x, n):
+def max8(x, n):
     """``max(x[:n])``, ``n >= 1``, with eight running maxima: exact in any order, and it
     pipelines (about 8 % more coding throughput than one running maximum, bench/transformer.py)."""
     m0 = m1 = m2 = m3 = m4 = m5 = m6 = m7 = x[0]
@@ -151,7 +151,7 @@ def _max8(x, n):
 
 
 @njit(cache=True, inline="always")
-def _sum4(x, n):
+def sum4(x, n):
     """``sum(x[:n])`` in float64 as four interleaved partial sums (a fixed order that pipelines)."""
     a0 = a1 = a2 = a3 = 0.0
     m = n - n % 4
@@ -201,8 +201,8 @@ def _step(embed, pos, wq, wk, wv, wo, ln1s, ln1o, f1w, f1b, f2w, f2b, ln2s, ln2o
                     s[tau] += qe * krow[tau]
             for tau in range(t + 1):
                 s[tau] *= scale
-            exp_shifted(s, t + 1, _max8(s, t + 1), pow2)
-            inv = np.float32(1.0 / _sum4(s, t + 1))
+            exp_shifted(s, t + 1, max8(s, t + 1), pow2)
+            inv = np.float32(1.0 / sum4(s, t + 1))
             for tau in range(t + 1):
                 s[tau] *= inv
             for e in range(hd):

