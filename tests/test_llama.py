@@ -106,3 +106,40 @@ def test_rope_angles_are_reproducible():
     b = llama.rope_angles(SMOLLM2, 16)
     assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
     assert a[0][0, 0] == 1.0 and a[1][0, 0] == 0.0
+
+
+def _coding_model(seed=7):
+    config = {**SMALL, "vocab": 300}
+    return config, lc.pack_weights(llama.random_tensors(config, seed=seed, scale=0.3), config)
+
+
+def test_lockstep_stream_round_trips_with_escapes():
+    config, w = _coding_model()
+    rng = np.random.default_rng(3)
+    chunks = [rng.integers(1, 300, n) for n in (23, 1, 40, 17)]  # token 0 is the escape
+    chunks[0][[3, 9]] = 300 + np.array([0, 255])  # two escaped bytes
+    chunks[2][-1] = 300 + 77
+    stream, bits = lc.encode_group(w, config, chunks, bos=1, escape=0, rows=16)
+    lengths = [len(c) for c in chunks]
+    counts = [0] * len(chunks)
+
+    def finished(c, symbol):
+        counts[c] += 1
+        return counts[c] == lengths[c]
+
+    got = lc.decode_group(w, config, stream, len(chunks), finished, bos=1, escape=0, max_symbols=64)
+    assert all(np.array_equal(a, b) for a, b in zip(got, chunks))
+    # the stream is the ideal code length plus a few bits of flush and rounding
+    assert 8 * len(stream) <= bits + 32
+
+
+def test_escape_token_as_a_symbol_is_refused():
+    config, w = _coding_model()
+    with pytest.raises(ValueError, match="escape"):
+        lc.encode_group(w, config, [np.array([5, 0, 7])], bos=1, escape=0)
+
+
+def test_corrupt_lockstep_stream_fails_cleanly():
+    config, w = _coding_model()
+    with pytest.raises(ValueError, match="does not end"):
+        lc.decode_group(w, config, bytes(range(40)), 2, lambda c, s: False, bos=1, escape=0, max_symbols=30)

@@ -32,6 +32,9 @@ float64; everything else is float32.
 import numpy as np
 from numba import njit, prange
 
+from ..coder import (decode_interval, decoder_init, decoder_target, encode_interval, encoder_finish,
+                     encoder_init, max_stream_bytes)
+from ..quantize import quantize_interval, quantize_search
 from .infer_cpu import exp_shifted, max8, sum4
 from .llama import head_dim, rope_angles
 
@@ -266,3 +269,150 @@ def row_pdf(logits, pdf, pow2):
     for j in range(n):
         pdf[j] = logits[j]
     exp_shifted(pdf, n, max8(pdf, n), pow2)
+
+
+# ------------------------------------------------------------- coding path ----
+#
+# A *symbol* is a token id below the vocabulary size V, or ``V + b`` for a byte
+# ``b`` the tokenizer could not express with a token: it is coded as the escape
+# token (under the model) followed by ``b`` under a uniform 8-bit code, and the
+# model reads the escape token as its next input.
+#
+# A group of chunks shares one arithmetic-code stream, interleaved in lockstep:
+# step ``t`` codes symbol ``t`` of every chunk that has one, in chunk order.
+# That is the order in which the decoder, running the chunks side by side,
+# learns the symbols, and it saves each chunk its own stream's length entry
+# and final flush.
+
+_BYTE_UNITS = np.int64(1 << 16)  # a uniform byte: 2**16 of the 2**24 units of a CDF
+
+
+@njit(parallel=True, cache=True)
+def _intervals(logits, targets, lo, hi, bits):
+    """Each row's coding interval for its target token, and its ideal cost in bits."""
+    for r in prange(logits.shape[0]):
+        pdf = np.empty(logits.shape[1], np.float32)
+        pow2 = np.empty(logits.shape[1], np.int32)
+        row_pdf(logits[r], pdf, pow2)
+        lo[r], hi[r] = quantize_interval(pdf, targets[r])
+        total = 0.0
+        for j in range(pdf.shape[0]):
+            total += pdf[j]
+        bits[r] = -np.log2(pdf[targets[r]] / total)
+
+
+@njit(cache=True)
+def _encode_lockstep(lo, hi, starts, lengths, escaped, est, out):
+    """Encode the chunks' intervals in lockstep order (escaped bytes right after their escape)."""
+    steps = 0
+    for c in range(lengths.shape[0]):
+        steps = max(steps, lengths[c])
+    for t in range(steps):
+        for c in range(lengths.shape[0]):
+            if t < lengths[c]:
+                i = starts[c] + t
+                encode_interval(est, out, lo[i], hi[i])
+                if escaped[i] >= 0:
+                    encode_interval(est, out, escaped[i] * _BYTE_UNITS, (escaped[i] + 1) * _BYTE_UNITS)
+
+
+def model_inputs(symbols, vocab, bos, escape):
+    """The model's input tokens for a chunk's symbols: ``bos``, then each symbol but the last
+    (an escaped byte reads as the escape token)."""
+    symbols = np.asarray(symbols, np.int64)
+    toks = np.where(symbols >= vocab, escape, symbols)
+    return np.concatenate([[bos], toks[:-1]]).astype(np.int64), toks
+
+
+def encode_group(weights, config, chunks, bos, escape, rows=256, progress=None):
+    """Code the symbol arrays ``chunks`` into one lockstep stream; return ``(stream, ideal bits)``.
+
+    Each chunk is a prefill of its own (``rows`` positions per ``forward_rows``
+    call); the ideal bits count the escape token's cost and 8 bits per escaped byte.
+    """
+    vocab = config["vocab"]
+    for c in chunks:
+        if len(c) and (int(np.min(c)) < 0 or int(np.max(c)) >= vocab + 256 or np.any(np.asarray(c) == escape)):
+            raise ValueError(f"symbols must lie in [0, {vocab + 256}) and never be the escape token {escape}")
+    lengths = np.array([len(c) for c in chunks], np.int64)
+    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+    n = int(lengths.sum())
+    lo, hi, bits = np.empty(n, np.int64), np.empty(n, np.int64), np.empty(n)
+    escaped = np.full(n, -1, np.int64)
+    capacity = int(lengths.max(initial=1))
+    cos, sin = angles(config, capacity)
+    for c, chunk in enumerate(chunks):
+        inputs, targets = model_inputs(chunk, vocab, bos, escape)
+        s0 = int(starts[c])
+        escaped[s0:s0 + len(chunk)] = np.where(np.asarray(chunk) >= vocab, np.asarray(chunk) - vocab, -1)
+        kc, vc = new_cache(config, 1, max(1, len(chunk)))
+        for a in range(0, len(chunk), rows):
+            b = min(len(chunk), a + rows)
+            logits = np.empty((b - a, vocab), np.float32)
+            forward_rows(weights, inputs[a:b], np.arange(a, b, dtype=np.int64), np.zeros(b - a, np.int64),
+                         kc, vc, cos, sin, config["rms_eps"], config["n_kv_heads"], logits)
+            _intervals(logits, targets[a:b], lo[s0 + a:s0 + b], hi[s0 + a:s0 + b], bits[s0 + a:s0 + b])
+            if progress is not None:
+                progress(b - a)
+    est = encoder_init()
+    out = np.zeros(max_stream_bytes(2 * n + 1), np.uint8)
+    _encode_lockstep(lo, hi, starts, lengths, escaped, est, out)
+    size = encoder_finish(est, out)
+    return out[:size].tobytes(), float(bits.sum() + 8 * np.count_nonzero(escaped >= 0))
+
+
+@njit(cache=True)
+def _decode_rows(logits, live, dst, stream, vocab, escape, out):
+    """Decode one symbol for each live chunk (rows in chunk order) into ``out[row]``."""
+    pdf = np.empty(logits.shape[1], np.float32)
+    pow2 = np.empty(logits.shape[1], np.int32)
+    for r in range(live.shape[0]):
+        row_pdf(logits[r], pdf, pow2)
+        s, lo, hi = quantize_search(pdf, decoder_target(dst))
+        decode_interval(dst, stream, lo, hi)
+        if s == escape:
+            b = decoder_target(dst) // _BYTE_UNITS
+            decode_interval(dst, stream, b * _BYTE_UNITS, (b + 1) * _BYTE_UNITS)
+            s = vocab + b
+        out[r] = s
+
+
+def decode_group(weights, config, stream, n_chunks, finished, bos, escape, max_symbols, progress=None):
+    """Inverse of ``encode_group`` for ``n_chunks`` chunks: a list of symbol arrays.
+
+    ``finished(c, symbol)`` is told every decoded symbol of chunk ``c`` and says
+    whether the chunk is complete (the tokenizer knows from the bytes so far);
+    a chunk that reaches ``max_symbols`` without finishing is corrupt.
+    """
+    vocab = config["vocab"]
+    payload = np.frombuffer(stream, np.uint8)
+    dst = decoder_init(payload)
+    capacity = min(max_symbols, 256)
+    kc, vc = new_cache(config, n_chunks, capacity)
+    cos, sin = angles(config, max_symbols)
+    symbols = [[] for _ in range(n_chunks)]
+    last = np.full(n_chunks, bos, np.int64)
+    live = list(range(n_chunks))
+    t = 0
+    while live:
+        if t == max_symbols:
+            raise ValueError(f"a chunk does not end within {max_symbols} symbols (corrupt payload)")
+        if t == capacity:
+            capacity = min(max_symbols, 2 * capacity)
+            kc, vc = grow_cache(kc, vc, capacity)
+        rows = np.array(live, np.int64)
+        logits = np.empty((len(live), vocab), np.float32)
+        forward_rows(weights, last[rows], np.full(len(live), t, np.int64), rows, kc, vc, cos, sin,
+                     config["rms_eps"], config["n_kv_heads"], logits)
+        got = np.empty(len(live), np.int64)
+        _decode_rows(logits, rows, dst, payload, vocab, escape, got)
+        still = []
+        for c, s in zip(live, got.tolist()):
+            symbols[c].append(s)
+            last[c] = escape if s >= vocab else s
+            if not finished(c, s):
+                still.append(c)
+        if progress is not None:
+            progress(len(live))
+        live, t = still, t + 1
+    return [np.array(s, np.int64) for s in symbols]
