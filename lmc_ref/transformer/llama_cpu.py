@@ -361,13 +361,22 @@ def encode_group(weights, config, chunks, bos, escape, rows=256, progress=None):
     return out[:size].tobytes(), float(bits.sum() + 8 * np.count_nonzero(escaped >= 0))
 
 
+@njit(parallel=True, cache=True)
+def _pdf_rows(logits):
+    """``row_pdf`` of every row, rows side by side (each row's bits do not depend on the thread)."""
+    pdf = np.empty_like(logits)
+    for r in prange(logits.shape[0]):
+        pow2 = np.empty(logits.shape[1], np.int32)
+        row_pdf(logits[r], pdf[r], pow2)
+    return pdf
+
+
 @njit(cache=True)
 def _decode_rows(logits, live, dst, stream, vocab, escape, out):
     """Decode one symbol for each live chunk (rows in chunk order) into ``out[row]``."""
-    pdf = np.empty(logits.shape[1], np.float32)
-    pow2 = np.empty(logits.shape[1], np.int32)
+    pdfs = _pdf_rows(logits)
     for r in range(live.shape[0]):
-        row_pdf(logits[r], pdf, pow2)
+        pdf = pdfs[r]
         s, lo, hi = quantize_search(pdf, decoder_target(dst))
         decode_interval(dst, stream, lo, hi)
         if s == escape:
