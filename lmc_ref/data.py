@@ -18,6 +18,7 @@ no matching files: ``ValueError``) and then returns a lazy iterator of ``bytes``
 
 import hashlib
 import os
+import urllib.error
 import urllib.request
 import warnings
 import zipfile
@@ -116,8 +117,9 @@ def find_enwik(name="enwik8", path=None, download=False, verify=False):
         return EnwikFile(download_enwik(name, cache_dir()), name, expected, expected)
     looked = ", ".join(str(c) for c in candidates)
     raise FileNotFoundError(
-        f"{name} not found (looked at {looked}); set LMC_REF_DATA, pass a path, "
-        f"or download it with lmc_ref.data.download_enwik({name!r})"
+        f"{name} not found (looked at {looked}); set LMC_REF_DATA to a folder holding {name} or its prefix "
+        f"{name}_head, pass the file (--text PATH), or download it from {ENWIK_URL.format(name=name)} "
+        f"(--download, or lmc_ref.data.download_enwik({name!r}))"
     )
 
 
@@ -138,6 +140,20 @@ def _sha256_file(path):
     return digest.hexdigest()
 
 
+def _offline_message(name, url, err):
+    return (
+        f"could not download {name} from {url} ({err}). Without the network, put {name} (or its prefix "
+        f"{name}_head) in a folder and set LMC_REF_DATA=that/folder, or pass the file with --text PATH"
+    )
+
+
+def _read(response, name, url):
+    try:
+        return response.read(1 << 20)
+    except (urllib.error.URLError, ConnectionError, TimeoutError) as err:
+        raise ConnectionError(_offline_message(name, url, err)) from err
+
+
 def download_enwik(name="enwik8", dest_dir=None, progress=True, opener=None):
     """Download ``<name>.zip`` from the Large Text Compression Benchmark and unzip it.
 
@@ -153,6 +169,9 @@ def download_enwik(name="enwik8", dest_dir=None, progress=True, opener=None):
 
     Raises:
         ValueError: corrupt zip, missing member, wrong size or digest.
+        ConnectionError: the download failed (offline, refused, timed out);
+            the message names the URL and the two ways to work without it
+            (``LMC_REF_DATA``, ``--text``).
     """
     _check_name(name)
     opener = opener if opener is not None else urllib.request.urlopen
@@ -161,13 +180,18 @@ def download_enwik(name="enwik8", dest_dir=None, progress=True, opener=None):
     zip_part = dest / f"{name}.zip.part"
     out_part = dest / f"{name}.part"
     final = dest / name
+    url = ENWIK_URL.format(name=name)
     try:
-        with opener(ENWIK_URL.format(name=name)) as response:
+        try:
+            response = opener(url)
+        except (urllib.error.URLError, ConnectionError, TimeoutError) as err:
+            raise ConnectionError(_offline_message(name, url, err)) from err
+        with response:
             total = getattr(response, "length", None)
             bar = progress_bar(total, progress, f"download {name}.zip", threshold=0, leave=True)
             try:
                 with open(zip_part, "wb") as f:
-                    for block in iter(lambda: response.read(1 << 20), b""):
+                    for block in iter(lambda: _read(response, name, url), b""):
                         f.write(block)
                         if bar is not None:
                             bar.update(len(block))

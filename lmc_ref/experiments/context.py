@@ -16,7 +16,7 @@ from pathlib import Path
 from .. import data
 from ..evaluate import evaluate
 from ..predictors import available
-from .report import pyplot, save_figure, write_report
+from .report import colours, pyplot, save_figure, write_report
 from .table1 import PREDICTOR_SPECS
 
 LENGTHS = (64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 65536)
@@ -50,13 +50,15 @@ def plot(rows, path):
     """Rate against chunk length (log scale), one line per compressor."""
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.2))
-    for name in dict.fromkeys(r["compressor"] for r in rows):
+    names = list(dict.fromkeys(r["compressor"] for r in rows))
+    for name, colour in zip(names, colours(len(names))):
         pts = sorted((r["length"], r["rate"]) for r in rows if r["compressor"] == name)
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=name)
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=name, color=colour)
     ax.set_xscale("log", base=2)
     ax.axvline(2048, color="gray", lw=0.8, ls="--")
     ax.set_xlabel("chunk length, bytes (each chunk coded alone)")
     ax.set_ylabel("raw rate, %")
+    ax.set_title("Rate against chunk length (lower is better; dashed: the paper's 2048 bytes)", fontsize=9)
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     save_figure(fig, path)

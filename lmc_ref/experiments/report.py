@@ -23,6 +23,16 @@ def pyplot():
     return plt
 
 
+def colours(n):
+    """``n`` distinct colours: matplotlib's 10-colour cycle, or its 20-colour ``tab20`` beyond ten series."""
+    if n <= 10:
+        return [f"C{i}" for i in range(n)]
+    import matplotlib
+
+    cmap = matplotlib.colormaps["tab20"]
+    return [cmap(i % 20) for i in range(n)]
+
+
 def save_figure(fig, path, dpi=120):
     """Lay out ``fig``, save it to ``path`` (PNG) and close it."""
     fig.tight_layout()

@@ -136,16 +136,16 @@ def plot(rows, path):
         ax.plot([p[0] for p in pts], [p[1] for p in pts], "--", color=colour, alpha=0.6)
         star = next(p for p in pts if p[3] == best[d])
         ax.plot([star[0]], [star[2]], "*", color=colour, markersize=16, markeredgecolor="k")
-    for kind, marker in (("ngram", "s"), ("cm", "^")):
+    for kind, marker, colour in (("ngram", "s", "C3"), ("cm", "^", "C4")):
         pts = sorted((r["table_bytes"] / 2, r["rate"]) for r in rows if r["kind"] == kind)
         if pts:
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker=marker, color="gray", ls=":",
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker=marker, color=colour, ls=":",
                     label=f"{kind} (x = table bytes / 2; nothing stored)")
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("parameters (count models: table bytes / 2)")
     ax.set_ylabel("rate, % (held-out chunks)")
-    ax.set_title("Scaling: dashed raw, solid adjusted; * best adjusted per dataset", fontsize=9)
+    ax.set_title("Scaling (lower is better): dashed raw, solid adjusted; * best adjusted per dataset", fontsize=9)
     ax.legend(fontsize=7)
     save_figure(fig, path)
 

@@ -146,7 +146,7 @@ def plot(rows, path):
     ax2 = ax.twinx()
     ax2.plot(v, [r["bytes_per_symbol"] for r in rows], "--s", color="C1", label="bytes per symbol")
     ax2.set_ylabel("bytes per symbol (sequence shortening)", color="C1")
-    ax.set_title("Tokenization: same model and budget, symbols = bytes or BPE tokens", fontsize=9)
+    ax.set_title("Tokenization: same model and budget, symbols = bytes or BPE tokens (rate: lower is better)", fontsize=9)
     save_figure(fig, path)
 
 
