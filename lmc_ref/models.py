@@ -22,9 +22,15 @@ candidate is verified by hashing its weights, and is opened only if it is a
 regular file no larger than a file of its kind may be (``open_regular``): a
 FIFO, device, socket or directory is skipped without being opened.
 
-Each entry has a *kind*, which says how its file is read and hashed;
-``transformer`` (``lmc_ref.transformer.checkpoint``) is the only one so far,
-and the lookup is the same for every kind.
+Each entry has a *kind*, which says how its file is read and hashed, and the
+lookup is the same for every kind:
+
+* ``transformer`` (``lmc_ref.transformer.checkpoint``, ``HASH.npz``): the
+  paper's byte transformer, hashed over its weights;
+* ``gguf`` (``lmc_ref.transformer.gguf_file``, ``HASH.gguf``): a pretrained
+  Llama-family model, hashed as the SHA-256 of the whole file (weights,
+  config and vocabulary are all in it).  Hugging Face safetensors folders
+  (``safetensors_file``) are read by path only; the store holds single files.
 """
 
 import os
@@ -37,7 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from .data import cache_dir
-from .transformer import checkpoint
+from .transformer import checkpoint, gguf_file
 from .transformer.checkpoint import open_regular
 from .transformer.model import param_count
 
@@ -74,9 +80,20 @@ def _describe_config(cfg):
     return ", ".join(f"{k} {v}" for k, v in cfg.items())
 
 
+def _gguf_load(f, name):
+    weights = gguf_file.read_gguf(f, name)
+    return weights.sha256, weights, weights.parameters, weights.describe()
+
+
+def _gguf_describe(f, name):
+    weights = gguf_file.read_gguf(f, name, metadata_only=True)
+    return weights.parameters, weights.describe()
+
+
 KINDS = {
     "transformer": Kind("transformer", checkpoint.SUFFIX, b"PK\x03\x04", checkpoint.MAX_FILE_BYTES,
                         _transformer_load, _transformer_describe),
+    "gguf": Kind("gguf", gguf_file.SUFFIX, gguf_file.MAGIC, gguf_file.MAX_FILE_BYTES, _gguf_load, _gguf_describe),
 }
 
 
@@ -304,6 +321,9 @@ def add(path, store=None):
     kinds = _kinds(None)
     with open_regular(path, max(k.max_bytes for k in kinds)) as src:
         kind = _sniff_kind(src, path, kinds)
+        size = os.fstat(src.fileno()).st_size
+        if size > kind.max_bytes:  # before copying: the kinds' limits differ (a .gguf may be far larger)
+            raise ValueError(f"{path}: {size:,} bytes, more than a {kind.name} model file may hold")
         folder.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=folder, prefix=".add-", suffix=kind.suffix + ".tmp")
         try:
