@@ -1,112 +1,189 @@
-"""The ``lmc-ref`` command: gzip-style ``compress``, ``decompress`` and ``info`` for ``.lmc`` files.
+"""The ``lmc-ref`` command: gzip-style compression of files with a predictive model.
 
 Usage mirrors gzip where it can::
 
-    lmc-ref compress notes.txt            # -> notes.txt.lmc, notes.txt removed
-    lmc-ref decompress notes.txt.lmc      # -> notes.txt, notes.txt.lmc removed
-    lmc-ref -d -k notes.txt.lmc           # the same, keeping the input
-    cat notes.txt | lmc-ref - > notes.lmc # stdin -> stdout
-    lmc-ref info notes.txt.lmc            # print the header
+    lmc-ref notes.txt                     # -> notes.txt.lmc, notes.txt removed (mode and mtime kept)
+    lmc-ref -d notes.txt.lmc              # -> notes.txt, notes.txt.lmc removed
+    lmc-ref -9 -k notes.txt               # best level, keeping the input
+    cat notes.txt | lmc-ref > notes.lmc   # no FILE and stdin not a terminal: a filter
+    lmc-ref -t notes.txt.lmc              # decode and check, write nothing
+    lmc-ref -l *.lmc                      # sizes and rates, from the headers
+    lmc-ref info --json notes.txt.lmc     # the header, as JSON
 
-Every output is written to a temporary file next to its destination and
-renamed into place only once complete, so a failure or Ctrl-C never leaves a
-partial file behind; an input is deleted only after its output is in place.
+The file work (and its safety rules: complete writes, no clobbering, regular
+files only, clean-up on Ctrl-C, SIGTERM and SIGHUP) is in ``cli_files`` and
+``safe_io``.  This module parses arguments and imports nothing heavy at the
+top: ``--help``, ``info`` and usage errors never load NumPy or Numba (the
+compress epilog, which lists the predictors, is built only when printed).
 """
 
 import argparse
 import os
-import stat
 import sys
-import tempfile
 import textwrap
-from pathlib import Path
 
-from . import __version__, codec, container, models
+from . import __version__, cli_files, levels, safe_io
 from .experiments import EXPERIMENTS
-from .experiments import run as run_experiment
-from .predictors import available, parse_spec, predictor_class
 from .progress import PROGRESS_THRESHOLD
-from .transformer import train as _train
 
-SUFFIX = ".lmc"
+SUFFIX = cli_files.SUFFIX
 COMMANDS = ("compress", "decompress", "info", "reproduce", "experiment", "train", "models")
-STDIN = "-"
+STDIN = safe_io.STDIO
+FILE_COMMANDS = ("compress", "decompress", "info")
 
 DESCRIPTION = """\
 Lossless compression with a predictive model and an arithmetic coder
 (a reference implementation of "Language Modeling Is Compression").
 
 "lmc-ref FILE" is short for "lmc-ref compress FILE", and "lmc-ref -d FILE.lmc"
-for "lmc-ref decompress FILE.lmc". Run "lmc-ref COMMAND --help" for options."""
+for "lmc-ref decompress FILE.lmc"; with no FILE and standard input not a
+terminal, lmc-ref reads standard input and writes standard output.
+Run "lmc-ref COMMAND --help" for options."""
 
 SPEC_HELP = """\
 model spec strings (--model SPEC):
   A spec is NAME or NAME:key=value,key=value, e.g. "ngram:order=6,mem=20".
   Parameters left out take their defaults. The .lmc header records the full
   canonical spec (and a hash of any trained weights), so decompression needs no
-  options, and it rebuilds the same model, using the same memory, as compression."""
+  options, and it rebuilds the same model, using the same memory, as compression.
+  Input that the model would make larger is stored as it is (header only on top)."""
 
 
-def _models_help():
-    """The epilog of ``compress --help``: spec syntax plus every registered predictor."""
-    lines = [SPEC_HELP, "", f"available predictors (default: {codec.DEFAULT_SPEC}):"]
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose description and epilog may be functions, called only when the
+    help is printed: the predictor list imports every predictor module, the model store's path
+    the model store, neither of which ``--help`` elsewhere or a usage error should load."""
+
+    def __init__(self, *args, lazy_description=None, lazy_epilog=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.lazy = {"description": lazy_description, "epilog": lazy_epilog}
+
+    def format_help(self):
+        for attr, make in self.lazy.items():
+            if make is not None:
+                setattr(self, attr, make())
+                self.lazy[attr] = None
+        return super().format_help()
+
+
+def _compress_epilog():
+    """The epilog of ``compress --help``: levels, spec syntax, every installed predictor."""
+    from .predictors import available, predictor_class
+
+    lines = [f"compression levels (-1 fastest ... -9 best; default -{levels.DEFAULT_LEVEL}):",
+             levels.levels_help(), "", SPEC_HELP, "",
+             f"available predictors (default: {levels.DEFAULT_SPEC}):"]
     for name in available():
         lines.append(f"  {name}")
-        for line in predictor_class(name).help_text().strip().splitlines():
+        try:
+            text = predictor_class(name).help_text()
+        except Exception as exc:  # a predictor whose module fails to load is shown, not fatal
+            text = f"(cannot be loaded here: {type(exc).__name__}: {exc})"
+        for line in text.strip().splitlines():
             lines.extend(textwrap.wrap(line, 79, initial_indent=" " * 6, subsequent_indent=" " * 6))
     return "\n".join(lines)
 
 
-def build_parser():
-    """Build the argparse parser with its ``compress``, ``decompress`` and ``info`` subcommands."""
-    raw = argparse.RawDescriptionHelpFormatter
-    parser = argparse.ArgumentParser(prog="lmc-ref", description=DESCRIPTION, formatter_class=raw)
-    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
+_UNITS = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12,
+          "ki": 1 << 10, "mi": 1 << 20, "gi": 1 << 30, "ti": 1 << 40}
 
-    io = argparse.ArgumentParser(add_help=False)
-    io.add_argument("files", nargs="+", metavar="FILE",
-                    help='input file(s); "-" reads standard input and writes standard output')
+
+def size_arg(text):
+    """argparse type of --max-output: bytes, as 1000, 64k, 10M, 2G, 1GiB (k = 1000, Ki = 1024)."""
+    raw = text.strip().lower().removesuffix("b")
+    number = raw.rstrip("kmgti")
+    unit = raw[len(number):]
+    try:
+        value = float(number) * _UNITS[unit]
+    except (ValueError, KeyError):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a size (e.g. 1000, 64k, 10M, 2G, 1GiB)") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: a size cannot be negative")
+    return int(value)
+
+
+def _add_file_options(io, decompressing):
+    """The options compress and decompress share (``decompressing``: for the decompress command)."""
+    io.add_argument("files", nargs="*", metavar="FILE",
+                    help='input file(s); "-" (or none, when standard input is not a terminal) reads '
+                         "standard input and writes standard output")
     io.add_argument("-c", "--stdout", action="store_true",
                     help="write to standard output; never delete the input")
     io.add_argument("-k", "--keep", action="store_true",
                     help="keep the input file; by default, like gzip, an input file is deleted "
                          "once its output has been written completely (never with -c or stdin)")
     io.add_argument("-f", "--force", action="store_true",
-                    help="overwrite existing output files (and write compressed data to a terminal)")
+                    help="overwrite existing output files, write compressed data to a terminal, and read "
+                         "inputs that are not regular files (devices, FIFOs; these are never deleted)")
     io.add_argument("-o", "--output", metavar="PATH",
-                    help="write the output to PATH instead of the default name (one FILE only)")
+                    help='write the output to PATH instead of the default name (one FILE only; "-": '
+                         "standard output)")
+    io.add_argument("-t", "--test", action="store_true",
+                    help="decompress and check each FILE (length and CRC-32); write nothing, delete nothing")
+    io.add_argument("-l", "--list", action="store_true",
+                    help="list each .lmc FILE: compressed and original size, rate, name (headers only)")
+    io.add_argument("-q", "--quiet", action="store_true", help="print no notes, only errors")
+    io.add_argument("-v", "--verbose", action="store_true",
+                    help="print each file's sizes and rate on stderr")
+    io.add_argument("--max-output", metavar="SIZE", type=size_arg, default=None,
+                    help="when decompressing, refuse (before decoding) any file that would decode to "
+                         "more than SIZE bytes (e.g. 100M, 2G); default: no limit")
     io.add_argument("--path", choices=("fused", "readable"), default="fused",
-                    help="advanced: coding loop to run; 'fused' (compiled, default) and "
-                         "'readable' (plain Python, slow) produce identical bytes")
-    io.add_argument("--backend", choices=("cpu", "cuda"), default=None,
-                    help="numeric backend: 'cpu' (default) or 'cuda' (the transformer on a GPU, many "
-                         "chunks at once); recorded in the file, and decompression must use the same "
-                         "one (it reads it from the header)")
+                    help=argparse.SUPPRESS)  # developer switch: compiled or readable loop (same bytes)
+    backend_help = argparse.SUPPRESS if decompressing else (
+        "numeric backend: 'cpu' (default) or 'cuda' (the transformer on a GPU, many chunks at once); "
+        "recorded in the file, which decodes on the same one")
+    io.add_argument("--backend", choices=("cpu", "cuda"), default=None, help=backend_help)
     io.add_argument("--model-dir", metavar="DIR", action="append", dest="model_dirs", type=_model_dir,
                     help=MODEL_DIR_HELP)
     io.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                     help="show a progress bar on stderr (default: on a terminal, for inputs over "
                          f"{PROGRESS_THRESHOLD >> 20} MB)")
 
+
+def build_parser(command=None):
+    """The argparse parser; ``command`` (the one being run) decides which parts need building.
+
+    ``train``'s options come from ``lmc_ref.transformer.train``, which imports
+    NumPy, so they are added only when ``command`` is ``train``.
+    """
+    raw = argparse.RawDescriptionHelpFormatter
+    parser = _Parser(prog="lmc-ref", description=DESCRIPTION, formatter_class=raw)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
+
     comp = commands.add_parser(
-        "compress", parents=[io], formatter_class=raw, epilog=_models_help(),
+        "compress", formatter_class=raw, lazy_epilog=_compress_epilog,
         help="compress FILE to FILE.lmc", description="Compress each FILE to FILE.lmc.")
+    _add_file_options(comp, decompressing=False)
     comp.add_argument("-d", "--decompress", action="store_true",
                       help="decompress instead (same as the decompress command)")
-    comp.add_argument("--model", metavar="SPEC", default=codec.DEFAULT_SPEC,
-                      help="predictor to compress with (default: %(default)s; see below); "
-                           "ignored with -d, since a .lmc file names its own model")
+    comp.add_argument("--model", metavar="SPEC", default=None,
+                      help=f"predictor to compress with (default: {levels.DEFAULT_SPEC}, level "
+                           f"{levels.DEFAULT_LEVEL}; see below); ignored with -d, since a .lmc file "
+                           "names its own model")
+    comp.add_argument("--no-store", dest="store", action="store_false",
+                      help=argparse.SUPPRESS)  # developer switch: code even input the model makes larger
+    for level, (spec, _) in levels.LEVELS.items():
+        comp.add_argument(f"-{level}", dest="level", action="store_const", const=level,
+                          help=argparse.SUPPRESS if level not in (1, 9) else
+                          f"{'fastest' if level == 1 else 'best'} (-{level} = --model {spec}; -2..-8 "
+                          "in between, see below)")
 
     dec = commands.add_parser(
-        "decompress", parents=[io], help="decompress FILE.lmc to FILE",
+        "decompress", help="decompress FILE.lmc to FILE",
         description="Decompress each FILE.lmc to FILE, verifying length and CRC-32. "
                     "A name not ending in .lmc is refused unless -c or -o is given.")
-    dec.set_defaults(decompress=True, model=None)
+    _add_file_options(dec, decompressing=True)
+    dec.set_defaults(decompress=True, model=None, level=None, store=True)
 
     info = commands.add_parser("info", help="print the header of .lmc files",
-                               description="Print the header fields of each .lmc FILE.")
-    info.add_argument("files", nargs="+", metavar="FILE", help='.lmc file(s); "-" reads standard input')
+                               description="Print the header fields of each .lmc FILE (reading the "
+                                           "header only).")
+    info.add_argument("files", nargs="*", metavar="FILE",
+                      help='.lmc file(s); "-" (or none, when standard input is not a terminal) reads '
+                           "standard input")
+    info.add_argument("--json", action="store_true", help="print one JSON object per file, one per line")
     info.add_argument("--model-dir", metavar="DIR", action="append", dest="model_dirs", type=_model_dir,
                       help="folder searched first for a file's model (repeatable); info says where it is found")
 
@@ -139,8 +216,14 @@ def build_parser():
 
     _add_models_parser(commands, raw)
 
-    trn = commands.add_parser("train", help="train the paper's byte transformer", description=_train.DESCRIPTION)
-    _train.add_arguments(trn)
+    if command == "train":
+        from .transformer import train as _train
+
+        trn = commands.add_parser("train", help="train the paper's byte transformer",
+                                  description=_train.DESCRIPTION)
+        _train.add_arguments(trn)
+    else:
+        commands.add_parser("train", help="train the paper's byte transformer")
 
     names = [name for name in EXPERIMENTS if name != "table1"]  # table1 is the reproduce command
     exp = commands.add_parser(
@@ -177,6 +260,10 @@ def _experiment(args):
     those of its own command (``args.module_options``); ``reproduce`` then
     prints the Table 1 it wrote.
     """
+    from pathlib import Path
+
+    from .experiments import run as run_experiment
+
     options = {key: getattr(args, key) for key in EXPERIMENT_OPTIONS + args.module_options}
     run_experiment(args.name, args.out, log=lambda line: print(line, file=sys.stderr), **options)
     if args.command == "reproduce":
@@ -184,79 +271,8 @@ def _experiment(args):
     return 0
 
 
-def _display(name):
-    return "(stdin)" if name == STDIN else name
-
-
-def _report(name, exc):
-    """Print ``lmc-ref: FILE: message`` on one line of stderr."""
-    if isinstance(exc, OSError):
-        message = exc.strerror or str(exc)
-        if exc.filename is not None and exc.filename != name:
-            message = f"{exc.filename}: {message}"
-    elif isinstance(exc, MemoryError):
-        message = "out of memory"
-    else:
-        message = str(exc)
-    message = " ".join(message.split()) or type(exc).__name__
-    print(f"lmc-ref: {_display(name)}: {message}", file=sys.stderr)
-
-
-def _read(name):
-    if name == STDIN:
-        return sys.stdin.buffer.read()
-    with open(name, "rb") as f:
-        return f.read()
-
-
-def _output_name(name, decompress, force):
-    """Default output path: ``FILE.lmc`` when compressing, ``FILE`` minus ``.lmc`` when decompressing."""
-    if decompress:
-        if not name.endswith(SUFFIX) or os.path.basename(name) == SUFFIX:
-            raise ValueError(f"name does not end in {SUFFIX}; use -o PATH or -c to choose the output")
-        return name[: -len(SUFFIX)]
-    if name.endswith(SUFFIX) and not force:
-        raise ValueError(f"already has the {SUFFIX} suffix; use -f to compress it again")
-    return name + SUFFIX
-
-
-def _write_atomic(path, data, force, mode_from=None):
-    """Write ``data`` to ``path`` through a temporary file in the same directory.
-
-    The temporary file is renamed over ``path`` only once fully written and is
-    removed on any failure (including KeyboardInterrupt), so ``path`` is either
-    untouched or complete.  Its permission bits are copied from ``mode_from``.
-    """
-    directory = os.path.dirname(os.path.abspath(path))
-    tmp_name = None
-    try:
-        with tempfile.NamedTemporaryFile(dir=directory, prefix=f".{os.path.basename(path)}.",
-                                         suffix=".tmp", delete=False) as tmp:
-            tmp_name = tmp.name
-            tmp.write(data)
-            tmp.flush()
-            os.fsync(tmp.fileno())
-        if mode_from is not None:
-            mode = stat.S_IMODE(os.stat(mode_from).st_mode)
-        else:
-            umask = os.umask(0)
-            os.umask(umask)
-            mode = 0o666 & ~umask
-        os.chmod(tmp_name, mode)
-        if os.path.lexists(path) and not force:  # re-check: it may have appeared meanwhile
-            raise FileExistsError(0, f"{path} already exists; use -f to overwrite")
-        os.replace(tmp_name, path)
-        tmp_name = None
-    except OSError as exc:
-        if isinstance(exc, FileExistsError):
-            raise
-        raise OSError(exc.errno, f"cannot write {path}: {exc.strerror or exc}") from exc
-    finally:
-        if tmp_name is not None:
-            try:
-                os.unlink(tmp_name)
-            except OSError:
-                pass
+_display = cli_files.display
+_report = cli_files.report
 
 
 MODEL_DIR_HELP = ("folder to look in for the model a file names by hash (repeatable; searched before "
@@ -290,15 +306,19 @@ def _model_dir(value):
 
 def _add_models_parser(commands, raw):
     """The ``models`` command: ``models add FILE...`` and ``models list``."""
-    text = MODELS_DESCRIPTION.format(sep=os.pathsep, store=models.store_dir())
-    mod = commands.add_parser("models", formatter_class=raw, description=text,
-                              help="the model store: add trained models, list them")
+    def store():
+        from . import models
+
+        return models.store_dir()
+
+    mod = commands.add_parser("models", formatter_class=raw, help="the model store: add trained models, list them",
+                              lazy_description=lambda: MODELS_DESCRIPTION.format(sep=os.pathsep, store=store()))
     actions = mod.add_subparsers(dest="models_command", metavar="ACTION", title="actions")
     add = actions.add_parser(
         "add", formatter_class=raw, help="copy model files into the store, named by their hash",
-        description="Copy each model FILE (a checkpoint of `lmc-ref train`) into the user model store\n"
-                    f"({models.store_dir()}) as HASH.npz, after checking it, so that files\n"
-                    "compressed with it decode from anywhere.")
+        lazy_description=lambda: "Copy each model FILE (a checkpoint of `lmc-ref train`) into the user model "
+                                 f"store\n({store()}) as HASH.npz, after checking it, so that files\n"
+                                 "compressed with it decode from anywhere.")
     add.add_argument("files", nargs="+", metavar="FILE", help="model file(s), e.g. a checkpoint .npz")
     lst = actions.add_parser(
         "list", formatter_class=raw, help="list the models found (hash, kind, parameters, size)",
@@ -319,6 +339,8 @@ def _size(n):
 
 def _models(args):
     """``lmc-ref models add|list``; returns the exit status."""
+    from . import models
+
     if args.models_command is None:
         args.models_parser.print_help(sys.stderr)
         return 2
@@ -349,108 +371,34 @@ def _models(args):
     return status
 
 
-def _store_hint(name, blob, args):
-    """After compressing with a model the store does not hold: one note on stderr saying how to keep it."""
-    header = container.unpack(blob)[0]
-    seen = getattr(args, "hinted", set())
-    if not header.model_hash or header.model_hash in seen or models.findable(header.model_hash,
-                                                                             model_dirs=args.model_dirs):
+def _command_of(argv):
+    """The command ``argv`` runs (after the gzip-style insertion of ``compress``), or None."""
+    return next((arg for arg in argv if arg in COMMANDS), None)
+
+
+def _check_file_args(parser, args):
+    """Usage rules of the file commands; fills in stdin for a filter and the level's spec."""
+    if not args.files:
+        if safe_io.stdin_is_terminal():
+            parser.error("no FILE given, and standard input is a terminal (give FILE, or '-' to read it)")
+        args.files = [STDIN]  # gzip: a filter when data is piped in
+    if args.command == "info":
         return
-    seen.add(header.model_hash)
-    args.hinted = seen
-    source = next(iter(models.remembered(header.model_hash)), "CKPT")
-    print(f"lmc-ref: note: {_display(name)}: the model (hash {header.model_hash.hex()[:16]}...) is not in the "
-          f"model store; to decode the file after {source} moves, or elsewhere, run "
-          f"`lmc-ref models add {source}` (or decompress with --model-dir DIR)", file=sys.stderr)
-
-
-def _model_file_line(header, model_dirs):
-    """The ``info`` line saying where the file's model is found (empty for adaptive models)."""
-    if not header.model_hash:
-        return ""
-    try:
-        kind = getattr(predictor_class(parse_spec(header.spec)[0]), "model_kind", None)
-        if kind is None:
-            return ""
-        where = str(models.find(header.model_hash, [kind], model_dirs).entry.path)
-    except models.ModelNotFound:
-        where = "not found (add it with `lmc-ref models add FILE`, or give --model-dir DIR)"
-    except ValueError:
-        return ""
-    return f"\n{'model file:':<18}{where}"
-
-
-def _code_one(name, args):
-    """Compress or decompress one input as ``args`` say; raise ValueError/OSError on failure."""
-    from_stdin = name == STDIN
-    to_stdout = args.stdout or (from_stdin and args.output is None)
-    out_path = None
-    if not to_stdout:
-        out_path = args.output or _output_name(name, args.decompress, args.force)
-        if os.path.lexists(out_path):
-            if not from_stdin and os.path.exists(name) and os.path.samefile(name, out_path):
-                raise ValueError(f"output {out_path} is the input file itself")
-            if not args.force:
-                raise ValueError(f"output {out_path} already exists; use -f to overwrite")
-    elif not args.decompress and not args.force and sys.stdout.isatty():
-        raise ValueError("refusing to write compressed data to a terminal; use -f to force")
-
-    data = _read(name)
-    progress = "auto" if args.progress is None else args.progress
-    if args.decompress:
-        result = codec.decompress(data, path=args.path, progress=progress, backend=args.backend,
-                                  model_dirs=args.model_dirs)
-    else:
-        result = codec.compress(data, spec=args.model, path=args.path, progress=progress,
-                                      backend=args.backend or "cpu", model_dirs=args.model_dirs)
-        _store_hint(name, result, args)
-
-    if to_stdout:
-        sys.stdout.buffer.write(result)
-        sys.stdout.buffer.flush()
-        return
-    _write_atomic(out_path, result, args.force, mode_from=None if from_stdin else name)
-    if not (args.keep or from_stdin):
-        os.unlink(name)
-
-
-def _describe(name, header, payload, file_size):
-    """The ``info`` text of one container."""
-    if header.length:
-        rate = (f"{100 * file_size / header.length:.2f} % ({8 * file_size / header.length:.3f} bits/byte,"
-                f" whole file incl. {file_size - len(payload)}-byte header)")
-    else:
-        rate = "n/a (empty original)"
-    fields = [
-        ("file", _display(name)),
-        ("format version", header.version),
-        ("predictor spec", header.spec),
-        ("model hash", header.model_hash.hex() or "(none: adaptive model)"),
-        ("backend", header.backend),
-        ("original length", f"{header.length} bytes"),
-        ("CRC-32", f"0x{header.crc32:08x}"),
-        ("payload length", f"{len(payload)} bytes"),
-        ("compression rate", rate),
-    ]
-    return "\n".join(f"{key + ':':<18}{value}" for key, value in fields)
-
-
-def _run(args):
-    """Run the parsed command over every FILE; return 0, or 1 if any file failed."""
-    status = 0
-    for i, name in enumerate(args.files):
-        try:
-            if args.command == "info":
-                blob = _read(name)
-                text = _describe(name, *container.unpack(blob), len(blob))
-                text += _model_file_line(container.unpack(blob)[0], args.model_dirs)
-                print(("\n" if i else "") + text)
-            else:
-                _code_one(name, args)
-        except (ValueError, OSError, MemoryError) as exc:
-            _report(name, exc)
-            status = 1
-    return status
+    if args.output is not None and len(args.files) > 1:
+        parser.error("-o/--output needs exactly one FILE")
+    if args.output is not None and args.stdout:
+        parser.error("-o/--output and -c/--stdout exclude each other")
+    if sum(map(bool, (args.test, args.list, args.stdout or args.output is not None))) > 1:
+        parser.error("-t/--test, -l/--list and -c/-o exclude each other")
+    if args.quiet and args.verbose:
+        parser.error("-q/--quiet and -v/--verbose exclude each other")
+    if args.test:
+        args.decompress = True
+    if not args.decompress:
+        if args.level is not None and args.model is not None:
+            parser.error(f"-{args.level} and --model both choose the model; give one")
+        args.model = (levels.spec_for_level(args.level) if args.level is not None
+                      else levels.DEFAULT_SPEC if args.model is None else args.model)
 
 
 def main(argv=None):
@@ -460,36 +408,46 @@ def main(argv=None):
         argv: arguments without the program name (default ``sys.argv[1:]``).
 
     Returns:
-        0 on success, 1 if any file failed, 2 for a usage error, 130 on Ctrl-C.
+        0 on success, 1 if any file failed, 2 for a usage error, 130 on Ctrl-C,
+        128 + N on signal N (SIGTERM: 143, SIGHUP: 129), after removing any
+        half-written temporary file.
     """
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] not in COMMANDS and argv[0] not in ("-h", "--help", "--version"):
-        argv.insert(0, "compress")  # gzip style: "lmc-ref FILE", "lmc-ref -d FILE.lmc"
-    parser = build_parser()
+        argv.insert(0, "compress")  # gzip style: "lmc-ref FILE", "lmc-ref -d FILE.lmc", "lmc-ref -9 FILE"
+    elif not argv and not safe_io.stdin_is_terminal():
+        argv = ["compress"]  # "cat f | lmc-ref > f.lmc"
+    parser = build_parser(_command_of(argv))
     try:
-        args = parser.parse_args(argv)
-        if args.command is None:
-            parser.print_help(sys.stderr)
-            return 2
-        if args.command == "models":
-            return _models(args)
-        if args.command in ("reproduce", "experiment", "train"):
-            try:
-                return _experiment(args) if args.command != "train" else _train.run(args)
-            except (ValueError, OSError) as exc:
-                _report(args.command, exc)
-                return 1
-        if args.command != "info":
-            if args.output is not None and len(args.files) > 1:
-                parser.error("-o/--output needs exactly one FILE")
-            if args.output is not None and args.stdout:
-                parser.error("-o/--output and -c/--stdout exclude each other")
-        return _run(args)
+        with safe_io.signals_interrupt():
+            args = parser.parse_args(argv)
+            if args.command is None:
+                parser.print_help(sys.stderr)
+                return 2
+            if args.command == "models":
+                return _models(args)
+            if args.command in ("reproduce", "experiment", "train"):
+                try:
+                    if args.command == "train":
+                        from .transformer import train as _train
+
+                        return _train.run(args)
+                    return _experiment(args)
+                except (ValueError, OSError, MemoryError) as exc:
+                    _report(args.command, exc)
+                    return 1
+            _check_file_args(parser, args)
+            return cli_files.run_files(args)
     except SystemExit as exc:  # argparse: --help, --version, usage errors
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
     except KeyboardInterrupt:
         print("lmc-ref: interrupted", file=sys.stderr)
         return 130
+    except safe_io.Terminated as exc:
+        import signal
+
+        print(f"lmc-ref: terminated by {signal.Signals(exc.signum).name}", file=sys.stderr)
+        return 128 + exc.signum
 
 
 if __name__ == "__main__":

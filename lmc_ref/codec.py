@@ -6,21 +6,33 @@ in readable Python (``path="readable"``, any predictor) or in the predictor's
 fused compiled loop (``path="fused"``, the default where a predictor has one).
 Both paths emit identical bytes, which the tests check.
 
+Two guards make it a compressor to trust with any input:
+
+* ``compress(..., store=True)`` writes a *stored* file (``container.FLAG_STORED``:
+  the original bytes, uncoded) when coding would not make the data smaller,
+  so incompressible input grows by the header only (as gzip, xz and zstd
+  store incompressible blocks).  The default, ``store=False``, always codes:
+  evaluation measures what the model's code costs, which a stored file would hide.
+* ``decompress`` refuses, before building the model or allocating the output,
+  a header that claims more bytes than ``max_output`` or than its payload can
+  code (``max_decodable_length``), and raises ``ValueError`` for every kind of
+  bad input, whatever a loader or decoder underneath raised.
+
 The classical compressors it is measured against live in ``lmc_ref.baselines``.
 """
 
+import math
 import zlib
 
 import numpy as np
 
 from . import container, word_codes
 from .coder import ArithmeticDecoder, ArithmeticEncoder, max_stream_bytes
-from .constants import CDF_TOTAL, CODER_PRECISION
-from .predictors import make_predictor
+from .constants import BIT_PROB_ONE, CDF_TOTAL, CODER_PRECISION
+from .levels import DEFAULT_SPEC
+from .predictors import make_predictor, parse_spec, predictor_class
 from .progress import close, progress_bar, tick
 from .quantize import quantize
-
-DEFAULT_SPEC = "ngram"
 
 
 # --8<-- [start:predictive_loop]
@@ -82,10 +94,30 @@ def min_bits_per_symbol(alphabet_size):
     return -np.log2(share)
 
 
-def max_decodable_length(payload_len, alphabet_size):
-    """Most symbols a payload of ``payload_len`` bytes can hold (bounds decoder allocations)."""
+def min_bits_per_bitwise_byte(max_bit_probability=BIT_PROB_ONE - 1):
+    """Fewest bits a byte can cost under a bitwise predictor: 8 binary decisions, each
+    at most ``max_bit_probability`` of ``2**16`` units likely (the coder takes 1 .. 2**16 - 1;
+    a predictor may clamp tighter and declare it as ``max_bit_probability``), plus the
+    same rounding slack as ``min_bits_per_symbol``."""
+    share = max_bit_probability / BIT_PROB_ONE + 2.0 ** -(CODER_PRECISION - 2)
+    return -8 * math.log2(share)
+
+
+def min_bits_per_symbol_of(cls):
+    """The cheapest a coded symbol can be under predictor class ``cls`` (from its declared capabilities)."""
+    if cls.bitwise:
+        return min_bits_per_bitwise_byte(getattr(cls, "max_bit_probability", BIT_PROB_ONE - 1))
+    return min_bits_per_symbol(cls.alphabet_size)
+
+
+def max_decodable_length(payload_len, alphabet_size, symbol_bits=None):
+    """Most symbols a payload of ``payload_len`` bytes can hold (bounds decoder allocations).
+
+    ``symbol_bits`` is the least a symbol can cost (default: ``min_bits_per_symbol(alphabet_size)``,
+    what the quantized CDF allows; ``min_bits_per_symbol_of`` gives a predictor's own).
+    """
     bits = 8 * payload_len + 64  # the decoder may look 32 bits past the end, reading zeros
-    return int(bits / min_bits_per_symbol(alphabet_size)) + 1
+    return int(bits / (symbol_bits or min_bits_per_symbol(alphabet_size))) + 1
 
 
 def _readable_payload(predictor, arr):
@@ -111,8 +143,13 @@ def _readable_needs_cpu(predictor, path):
         raise ValueError(f"the readable path runs on the cpu backend only, not on {predictor.backend!r}")
 
 
-def compress(data, spec=DEFAULT_SPEC, path="fused", progress="auto", backend="cpu", model_dirs=None):
+def compress(data, spec=DEFAULT_SPEC, path="fused", progress="auto", backend="cpu", model_dirs=None,
+             store=False):
     """Compress ``data`` (bytes-like) with the predictor named by ``spec``; return ``.lmc`` bytes.
+
+    ``store=True``: if the coded payload would not be smaller than ``data``,
+    write a stored file instead (the original bytes; the header still names
+    the predictor that was tried).  ``lmc-ref`` always asks for it.
 
     ``backend`` picks the numeric backend (``cpu``, or ``cuda`` for the
     transformer on a GPU); the file records it and decoding uses the same one.
@@ -144,6 +181,9 @@ def compress(data, spec=DEFAULT_SPEC, path="fused", progress="auto", backend="cp
             payload = _readable_payload(predictor, arr)
     finally:
         close(bar)
+    payload = prefix + payload
+    if store and len(payload) >= len(data):  # coding does not pay: keep the bytes as they are
+        payload, flags = data, container.FLAG_STORED
     header = container.Header(
         spec=predictor.spec,
         backend=predictor.backend,
@@ -152,49 +192,76 @@ def compress(data, spec=DEFAULT_SPEC, path="fused", progress="auto", backend="cp
         model_hash=predictor.model_hash,
         flags=flags,
     )
-    return container.pack(header, prefix + payload)
+    return container.pack(header, payload)
 
 
-def decompress(blob, path="fused", progress="auto", backend=None, model_dirs=None):
+def decompress(blob, path="fused", progress="auto", backend=None, model_dirs=None, max_output=None):
     """Decode a ``.lmc`` file's bytes, verify length and CRC-32, and return the original bytes.
 
     The file's header names the backend to decode on; ``backend``, if given,
     must agree with it (floats on another backend round differently).
     Trained weights are found by the header's model hash, never by a path:
     in the folders ``model_dirs`` (searched first), ``LMC_REF_MODELS`` and the
-    user model store (``lmc_ref.models``).
+    user model store (``lmc_ref.models``).  ``max_output``: refuse, before
+    decoding, a file that would decode to more than this many bytes.
 
     Raises:
-        ValueError: the file is not a valid ``.lmc`` file, names a predictor or
-            backend this installation cannot rebuild, or fails its checksum.
+        ValueError: for every bad input -- the file is not a valid ``.lmc``
+            file, claims more output than ``max_output`` or than its payload
+            can code, names a predictor or backend this installation cannot
+            rebuild, or fails its checksum.  Whatever a model loader or decoder
+            underneath raises for a bad file is re-raised as ``ValueError``.
     """
     header, payload = container.unpack(blob)
+    if max_output is not None and header.length > max_output:
+        raise ValueError(f"would decode to {header.length} bytes, more than the limit of {max_output} "
+                         "(--max-output)")
+    if backend is not None and backend != header.backend:
+        raise ValueError(f"backend mismatch: the file was coded on {header.backend!r} and decodes only there, "
+                         f"not on {backend!r} (the backends round floats differently)")
+    if header.stored:  # the payload is the original (its length was checked by unpack)
+        out = payload
+    else:
+        try:
+            out = _decode(header, payload, path, progress, model_dirs)
+        except ValueError:
+            raise
+        except MemoryError:
+            raise ValueError(f"out of memory decoding {header.length} bytes") from None
+        except Exception as exc:  # a loader's or decoder's own error on a bad file: still bad input
+            raise ValueError(f"cannot decode: {type(exc).__name__}: {exc}") from exc
+    if zlib.crc32(out) != header.crc32:
+        raise ValueError("CRC-32 mismatch: the payload is corrupt (decoded data differs from the original)")
+    return out
+
+
+def _decode(header, payload, path, progress, model_dirs):
+    """Decode a coded (not stored) payload; checked for length before the predictor is built."""
+    cls = predictor_class(parse_spec(header.spec)[0])
+    codes, length = {}, header.length
+    if header.flags & container.FLAG_WORD_CODES:
+        if not cls.word_codes:
+            raise ValueError(f"the header's word-codes flag is not valid for {header.spec!r}")
+        codes, length, used = word_codes.unpack(payload, header.length)
+        payload = payload[used:]
+    limit = max_decodable_length(len(payload), cls.alphabet_size, min_bits_per_symbol_of(cls))
+    if length > limit:  # before the model's tables and the output are allocated
+        raise ValueError(
+            f"header claims {length} coded bytes but a {len(payload)}-byte payload can hold at most {limit}"
+        )
     predictor = make_predictor(header.spec, stored=True, model_hash=header.model_hash, model_dirs=model_dirs)
     if predictor.model_hash != header.model_hash:
         raise ValueError(
             f"model mismatch: file was made with model hash {header.model_hash.hex() or '(none)'}, "
             f"this predictor has {predictor.model_hash.hex() or '(none)'}"
         )
-    if backend is not None and backend != header.backend:
-        raise ValueError(f"backend mismatch: the file was coded on {header.backend!r} and decodes only there, "
-                         f"not on {backend!r} (the backends round floats differently)")
     try:
         predictor.use_backend(header.backend)
     except ValueError as err:
         raise ValueError(f"backend mismatch: the file was coded on {header.backend!r}: {err}") from None
     _readable_needs_cpu(predictor, path)
-    codes, length = {}, header.length
-    if header.flags & container.FLAG_WORD_CODES:
-        if not predictor.word_codes:
-            raise ValueError(f"the header's word-codes flag is not valid for {header.spec!r}")
-        codes, length, used = word_codes.unpack(payload, header.length)
-        payload = payload[used:]
+    if codes:
         predictor.use_word_codes(codes.values())
-    limit = max_decodable_length(len(payload), predictor.alphabet_size)
-    if length > limit:
-        raise ValueError(
-            f"header claims {length} coded bytes but a {len(payload)}-byte payload can hold at most {limit}"
-        )
     bar = progress_bar(length, progress, "decompress")
     try:
         out = None
@@ -211,6 +278,4 @@ def decompress(blob, path="fused", progress="auto", backend=None, model_dirs=Non
         if word_codes.decoded_length(out, codes) != header.length:  # checked before the words are expanded
             raise ValueError("word codes: the decoded text does not expand to the original length (corrupt payload)")
         out = word_codes.decode(out, codes)
-    if zlib.crc32(out) != header.crc32:
-        raise ValueError("CRC-32 mismatch: the payload is corrupt (decoded data differs from the original)")
     return out

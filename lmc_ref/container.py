@@ -8,7 +8,8 @@ the result is right.  The header records all of it::
     offset  size  field
     0       4     magic  b"\\x89LMC"   (the high byte catches 7-bit/text-mode damage, as PNG's does)
     4       1     format version (``VERSION``)
-    5       1     flags: bit 0 = the payload starts with a word-code prefix (``word_codes``); others 0
+    5       1     flags: bit 0 = the payload starts with a word-code prefix (``word_codes``);
+                  bit 1 = stored: the payload is the original bytes, uncoded; others 0
     6       2     S = length of the predictor spec, 1..1024            (little-endian)
     8       S     predictor spec, printable ASCII, e.g. "ngram:order=6,mem=20"
     .       1     H = length of the model hash: 0 (adaptive model) or 32 (SHA-256 of weights)
@@ -22,7 +23,15 @@ the result is right.  The header records all of it::
     .       *     payload
 
 Every field is checked, in order, before anything is allocated from it;
-``unpack`` raises ``ValueError`` naming the first bad field.
+``unpack`` raises ``ValueError`` naming the first bad field.  ``unpack_header``
+parses the header alone (at most ``MAX_HEADER_LENGTH`` bytes), so a tool that
+only describes a file need not read its payload.
+
+A *stored* file (flag bit 1) holds its original bytes as the payload: the
+compressor writes one when coding would make the data larger (random or
+already-compressed input), as gzip, xz and zstd store incompressible blocks.
+The header still names the predictor that was tried, but decoding a stored
+file needs no model.
 """
 
 import struct
@@ -37,6 +46,11 @@ MAGIC = b"\x89LMC"
 # that predictor's ``unversioned`` model.  Older formats are refused, not
 # misread: up to 7, this number also counted model changes, so their bits
 # cannot be rebuilt.
+#
+# The stored flag (bit 1) came later than the rest of format 7 without a new
+# version: the flag bits were reserved, and every reader refuses a flag it does
+# not know ("unknown flags 0x02"), so an older lmc_ref refuses a stored file
+# and never misreads it, while every file it could read reads as before.
 VERSION = 7
 MAX_SPEC_LENGTH = 1024
 HASH_LENGTHS = (0, 32)
@@ -45,7 +59,10 @@ MAX_BACKEND_LENGTH = 32
 MAX_ORIGINAL_LENGTH = 1 << 40
 MAX_PAYLOAD_LENGTH = 1 << 40
 FLAG_WORD_CODES = 1       # the payload starts with ``word_codes.pack``'s prefix
-KNOWN_FLAGS = FLAG_WORD_CODES
+FLAG_STORED = 2           # the payload is the original bytes, uncoded
+KNOWN_FLAGS = FLAG_WORD_CODES | FLAG_STORED
+#: The longest header the layout allows: magic .. header checksum with the longest spec, hash and backend.
+MAX_HEADER_LENGTH = 4 + 4 + MAX_SPEC_LENGTH + 1 + 32 + 1 + MAX_BACKEND_LENGTH + 8 + 4 + 8 + 4
 
 
 @dataclass(frozen=True)
@@ -78,12 +95,26 @@ class Header:
             raise ValueError("CRC-32 must be a 32-bit unsigned value")
         if not 0 <= self.flags <= 255 or self.flags & ~KNOWN_FLAGS:
             raise ValueError(f"unknown flags 0x{self.flags:02x}")
+        if self.flags & FLAG_STORED and self.flags & FLAG_WORD_CODES:
+            raise ValueError("flags 0x03: a stored payload has no word-code prefix")
+
+    @property
+    def stored(self):
+        """True if the payload is the original bytes, uncoded."""
+        return bool(self.flags & FLAG_STORED)
 
 
 def pack(header, payload):
     """Serialise ``header`` and ``payload`` into the bytes of a ``.lmc`` file."""
+    return pack_header(header, len(payload)) + bytes(payload)
+
+
+def pack_header(header, payload_len):
+    """The header bytes of a file whose payload is ``payload_len`` bytes (the payload follows them)."""
     header.validate()
-    if len(payload) > MAX_PAYLOAD_LENGTH:
+    if header.stored and payload_len != header.length:
+        raise ValueError(f"a stored payload holds the original {header.length} bytes, not {payload_len}")
+    if payload_len > MAX_PAYLOAD_LENGTH:
         raise ValueError("payload too large for the format")
     spec = header.spec.encode("ascii")
     backend = header.backend.encode("ascii")
@@ -95,9 +126,9 @@ def pack(header, payload):
         header.model_hash,
         struct.pack("<B", len(backend)),
         backend,
-        struct.pack("<QIQ", header.length, header.crc32, len(payload)),
+        struct.pack("<QIQ", header.length, header.crc32, payload_len),
     ])
-    return head + struct.pack("<I", zlib.crc32(head)) + bytes(payload)
+    return head + struct.pack("<I", zlib.crc32(head))
 
 
 class _Reader:
@@ -118,8 +149,12 @@ class _Reader:
         return struct.unpack(fmt, self.take(struct.calcsize(fmt), field))
 
 
-def unpack(blob):
-    """Parse and check a ``.lmc`` file; return ``(Header, payload)``.
+def unpack_header(blob):
+    """Parse and check the header at the start of ``blob``; return ``(Header, header_length, payload_length)``.
+
+    ``blob`` need hold only the header (``MAX_HEADER_LENGTH`` bytes are always
+    enough); the payload length is the header's claim, which ``unpack``
+    checks against the bytes that follow.
 
     Raises:
         ValueError: naming the first field that is missing, damaged or out of range.
@@ -149,11 +184,6 @@ def unpack(blob):
     (head_crc,) = r.unpack("<I", "header checksum")
     if zlib.crc32(blob[:head_end]) != head_crc:
         raise ValueError("corrupt .lmc header (header checksum mismatch)")
-    if payload_len != len(blob) - r.pos:
-        raise ValueError(
-            f"payload length mismatch: header says {payload_len} bytes, file holds {len(blob) - r.pos}"
-            " (truncated or trailing data)"
-        )
     try:
         spec = spec_raw.decode("ascii")
         backend = backend_raw.decode("ascii")
@@ -162,7 +192,26 @@ def unpack(blob):
     header = Header(spec=spec, backend=backend, length=length, crc32=crc, model_hash=model_hash, version=version,
                     flags=flags)
     header.validate()
-    return header, bytes(blob[r.pos :])
+    if header.stored and payload_len != length:
+        raise ValueError(f"stored file: the payload must hold the original {length} bytes, "
+                         f"the header says {payload_len}")
+    return header, r.pos, payload_len
+
+
+def unpack(blob):
+    """Parse and check a ``.lmc`` file; return ``(Header, payload)``.
+
+    Raises:
+        ValueError: naming the first field that is missing, damaged or out of range.
+    """
+    blob = memoryview(blob).cast("B") if not isinstance(blob, bytes) else blob
+    header, start, payload_len = unpack_header(blob)
+    if payload_len != len(blob) - start:
+        raise ValueError(
+            f"payload length mismatch: header says {payload_len} bytes, file holds {len(blob) - start}"
+            " (truncated or trailing data)"
+        )
+    return header, bytes(blob[start:])
 
 
 # --8<-- [start:chunk_streams]

@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-from lmc_ref import cli, codec, container
+from lmc_ref import cli, codec, container, safe_io
 from lmc_ref.cli import main
 
 SPEC = "ngram:order=2"
@@ -240,7 +240,8 @@ def test_write_failure_cleans_temp_and_keeps_input(sample, monkeypatch, capsys):
     def broken_replace(src, dst):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(cli.os, "replace", broken_replace)
+    monkeypatch.setattr(safe_io.os, "link", broken_replace)  # the final step without -f
+    monkeypatch.setattr(safe_io.os, "replace", broken_replace)  # ... and with it
     assert main(["compress", "--model", SPEC, str(sample)]) == 1
     one_error_line(capsys.readouterr().err, "No space left")
     assert files_in(sample.parent) == [sample.name]
@@ -250,7 +251,7 @@ def test_interrupt_exits_130_and_cleans_up(sample, monkeypatch, capsys):
     def interrupted(src, dst):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(cli.os, "replace", interrupted)
+    monkeypatch.setattr(safe_io.os, "link", interrupted)
     assert main(["compress", "--model", SPEC, str(sample)]) == 130
     assert files_in(sample.parent) == [sample.name]
 
@@ -260,12 +261,17 @@ def test_interrupt_exits_130_and_cleans_up(sample, monkeypatch, capsys):
 @pytest.mark.parametrize("argv", [
     [],
     ["compress"],
-    ["-d"],  # a filter needs an explicit "-"
+    ["-d"],  # no FILE, and stdin is a terminal: nothing to read
     ["compress", "-o", "x", "a", "b"],
     ["compress", "-o", "x", "-c", "a"],
     ["compress", "--path", "warp", "a"],
+    ["compress", "-9", "--model", "cm", "a"],
+    ["compress", "-t", "-c", "a"],
+    ["compress", "-q", "-v", "a"],
+    ["decompress", "--max-output", "lots", "a"],
 ])
-def test_usage_errors_exit_2(argv, capsys):
+def test_usage_errors_exit_2(argv, capsys, monkeypatch):
+    monkeypatch.setattr(safe_io, "stdin_is_terminal", lambda: True)
     assert main(argv) == 2
     assert "usage" in capsys.readouterr().err
 

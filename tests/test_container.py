@@ -280,7 +280,9 @@ def test_pack_rejects_oversized_payload():
     (dict(version=0), "version"),
     *[(dict(version=v), "version") for v in range(1, container.VERSION)],
     (dict(version=container.VERSION + 1), "version"),
-    (dict(flags=2), "flags"),
+    (dict(flags=4), "flags"),
+    (dict(flags=container.FLAG_STORED | container.FLAG_WORD_CODES), "flags"),
+    (dict(flags=container.FLAG_STORED, length=5, payload=b"abc"), "stored"),
     (dict(flags=0x81), "flags"),
     (dict(spec=b"", spec_len=0), "spec length"),
     (dict(spec=b"x" * 1025), "spec length"),
@@ -335,3 +337,123 @@ def test_every_payload_byte_every_value():
             damaged = bytearray(blob)
             damaged[pos] ^= flip
             assert_rejected_or_equal(bytes(damaged))
+
+
+# ------------------------------------------------------------ stored files ---
+
+@pytest.mark.parametrize("spec", ["ngram:order=6,mem=10", "cm:mem=10"])
+def test_random_bytes_are_stored_within_a_header_of_their_size(spec):
+    """Coding random bytes costs more than the bytes; ``store=True`` keeps them as they are."""
+    data = random.Random(21).randbytes(20_000)
+    coded = compress(data, spec, progress=False)
+    assert len(coded) > len(data)  # the model really would grow them
+    blob = compress(data, spec, progress=False, store=True)
+    header, payload = unpack(blob)
+    assert header.stored and payload == data and header.flags == container.FLAG_STORED
+    assert len(blob) - len(data) < 100  # the header only: <= 100.1 % from 100 kB on
+    assert decompress(blob) == data
+
+
+def test_compressible_data_is_coded_even_with_store():
+    assert compress(DATA, progress=False, store=True) == compress(DATA, progress=False)
+
+
+def test_stored_payload_damage_fails_the_crc():
+    blob = bytearray(compress(bytes(range(256)), "ngram:mem=10", progress=False, store=True))
+    assert unpack(bytes(blob))[0].stored
+    blob[-1] ^= 1
+    with pytest.raises(ValueError, match="CRC-32"):
+        decompress(bytes(blob))
+
+
+def test_stored_file_needs_no_model():
+    """A stored file names the model tried, but decoding it builds none (an unknown one is fine)."""
+    data = b"\x00\xff" * 10
+    blob = pack(Header(spec="nosuchmodel", backend="cpu", length=len(data), crc32=zlib.crc32(data),
+                       flags=container.FLAG_STORED), data)
+    assert decompress(blob) == data
+
+
+def test_unpack_header_needs_only_the_header(blob, header_size):
+    header, start, payload_len = container.unpack_header(blob[:header_size])
+    assert (header, start, payload_len) == (unpack(blob)[0], header_size, len(blob) - header_size)
+    assert header_size <= container.MAX_HEADER_LENGTH
+    longest = pack(Header(spec="x" * container.MAX_SPEC_LENGTH, backend="b" * container.MAX_BACKEND_LENGTH,
+                          length=0, crc32=0, model_hash=bytes(32)), b"")
+    assert len(longest) == container.MAX_HEADER_LENGTH
+
+
+# ------------------------------------------------ bombs: refused up front ---
+
+def test_max_output_refuses_before_decoding(blob, monkeypatch):
+    import lmc_ref.codec as codec_module
+
+    monkeypatch.setattr(codec_module, "make_predictor", lambda *a, **k: pytest.fail("built a predictor"))
+    with pytest.raises(ValueError, match="more than the limit of 199"):
+        decompress(blob, max_output=199)
+    monkeypatch.undo()
+    assert decompress(blob, max_output=len(DATA)) == DATA
+
+
+def test_capacity_is_checked_before_the_model_is_built(blob, monkeypatch):
+    """The bound is applied from the predictor's class, before its tables (up to GBs) exist."""
+    import lmc_ref.codec as codec_module
+
+    header, payload = unpack(blob)
+    forged = pack(Header(spec=header.spec, backend="cpu", length=10**12, crc32=0), payload)
+    monkeypatch.setattr(codec_module, "make_predictor", lambda *a, **k: pytest.fail("built a predictor"))
+    with pytest.raises(ValueError, match="can hold at most"):
+        decompress(forged)
+
+
+def test_bitwise_bound_is_eight_times_tighter_and_a_declared_clamp_tighter_still(monkeypatch):
+    """The issue's bomb: 1,000 payload bytes claiming 367,772,293 for cm.  Bits cost at least
+    -log2(65535/65536) each, so the coder alone allows 8x fewer bytes; cm clamps every bit's
+    probability to P_MAX/65536 (``max_bit_probability``), which allows 2.9 M."""
+    from lmc_ref.predictors import predictor_class
+    from lmc_ref.predictors.cm_apm import P_MAX
+
+    from lmc_ref.codec import min_bits_per_bitwise_byte, min_bits_per_symbol_of
+
+    cm = predictor_class("cm")
+    assert max_decodable_length(1000, 256) == 367_772_293
+    assert max_decodable_length(1000, 256, min_bits_per_bitwise_byte()) < 367_772_293 / 7.9
+    monkeypatch.setattr(cm, "max_bit_probability", P_MAX, raising=False)
+    assert max_decodable_length(1000, 256, min_bits_per_symbol_of(cm)) < 3_000_000
+    assert min_bits_per_symbol_of(predictor_class("ngram")) == min_bits_per_symbol(256)
+
+
+def test_cm_bound_admits_its_most_compressible_input(monkeypatch):
+    """All zeros drive every bit to the clamp: the tightest valid file must still decode."""
+    from lmc_ref.predictors import predictor_class
+    from lmc_ref.predictors.cm_apm import P_MAX
+
+    from lmc_ref.codec import min_bits_per_symbol_of
+
+    monkeypatch.setattr(predictor_class("cm"), "max_bit_probability", P_MAX, raising=False)
+    data = bytes(300_000)
+    blob = compress(data, "cm:mem=10", progress=False)
+    payload = unpack(blob)[1]
+    assert len(data) > 0.9 * max_decodable_length(len(payload), 256, min_bits_per_symbol_of(predictor_class("cm")))
+    assert decompress(blob) == data
+    forged = pack(dataclasses_replace(unpack(blob)[0], length=int(1.2 * len(data))), payload)
+    with pytest.raises(ValueError, match="can hold at most"):
+        decompress(forged)
+
+
+def dataclasses_replace(header, **fields):
+    import dataclasses
+
+    return dataclasses.replace(header, **fields)
+
+
+def test_decoder_errors_become_value_errors(blob, monkeypatch):
+    """Whatever a model loader or decoder raises on a bad file reaches the caller as ValueError."""
+    import lmc_ref.codec as codec_module
+
+    def broken(*args, **kwargs):
+        raise IndexError("index 7 is out of bounds")
+
+    monkeypatch.setattr(codec_module, "make_predictor", broken)
+    with pytest.raises(ValueError, match="IndexError: index 7"):
+        decompress(blob)
