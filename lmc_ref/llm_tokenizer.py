@@ -345,6 +345,7 @@ _latin1 = _charmap()
 _latin1x = _charmap(CONTROL_STAND_INS)
 _cp1252x = _charmap({**CP1252_HIGH, **CONTROL_STAND_INS})
 
+# --8<-- [start:mappings]
 #: Mapping name -> :class:`ByteMapping`.
 MAPPINGS = {m.name: m for m in (
     ByteMapping("latin1", "each byte b is the character U+00b (Latin-1), and that text is pre-tokenized and "
@@ -364,6 +365,7 @@ MAPPINGS = {m.name: m for m in (
                 "...) where it defines them: 27 C1 control codes, two tokens each in latin1 and unseen in "
                 "text, become characters the model knows; never an escape", *_cp1252x, chars=True),
 )}
+# --8<-- [end:mappings]
 
 
 def _mapping(name):

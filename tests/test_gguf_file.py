@@ -29,7 +29,7 @@ from lmc_ref import models
 from lmc_ref.cli import main
 from lmc_ref.transformer import ggml_quants, gguf_file, llama
 from lmc_ref.transformer.gguf_file import read_gguf
-from lmc_ref.transformer.llama_weights import tensor_shapes
+from lmc_ref.transformer.llama import tensor_shapes
 
 #: A tiny model: 2 layers, grouped-query attention (4 query heads over 2 kv heads), untied output.
 TINY = {"n_layers": 2, "d_model": 32, "n_heads": 4, "n_kv_heads": 2, "d_ff": 64, "vocab": 40,

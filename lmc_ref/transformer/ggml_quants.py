@@ -39,6 +39,7 @@ TYPE_NAMES = {0: "F32", 1: "F16", 2: "Q4_0", 3: "Q4_1", 4: "Q4_2", 5: "Q4_3", 6:
               28: "F64", 29: "IQ1_M", 30: "BF16", 34: "TQ1_0", 35: "TQ2_0", 39: "MXFP4"}
 
 
+# --8<-- [start:block_parts]
 def _f16(blocks, start):
     """The little-endian float16 at byte ``start`` of each block, as float32 ``[n, 1]``."""
     return blocks[:, start:start + 2].copy().view("<f2").astype(np.float32)
@@ -47,6 +48,7 @@ def _f16(blocks, start):
 def _nibbles(packed):
     """``[n, k]`` bytes -> ``[n, 2k]`` values: the low nibbles of all bytes, then the high ones."""
     return np.concatenate([packed & 0x0F, packed >> 4], axis=1)
+# --8<-- [end:block_parts]
 
 
 def _f32(blocks):
@@ -74,10 +76,12 @@ def _q4_0(blocks):
     return q.astype(np.float32) * d
 
 
+# --8<-- [start:q4_1]
 def _q4_1(blocks):
     d, m = _f16(blocks, 0), _f16(blocks, 2)  # [n, 1] each
     q = _nibbles(blocks[:, 4:20]).astype(np.float32)  # [n, 32]
     return q * d + m
+# --8<-- [end:q4_1]
 
 
 def _fifth_bits(qh_bytes):

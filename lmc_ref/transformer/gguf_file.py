@@ -49,6 +49,7 @@ import numpy as np
 
 from . import ggml_quants
 from .checkpoint import open_regular
+from .llama import tensor_shapes
 from .llama_weights import (
     TOKEN_NORMAL,
     LlamaWeights,
@@ -57,7 +58,6 @@ from .llama_weights import (
     check_tokenizer,
     close_map,
     sha256_view,
-    tensor_shapes,
 )
 
 MAGIC = b"GGUF"

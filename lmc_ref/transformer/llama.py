@@ -98,6 +98,7 @@ def silu(x):
     return x / (np.float32(1.0) + np.exp(-x))
 
 
+# --8<-- [start:llama_forward]
 def forward(tensors, config, tokens):
     """Logits ``[T, V]`` (float32) at every position of ``tokens`` (int ids), causally.
 
@@ -130,6 +131,7 @@ def forward(tensors, config, tokens):
     x = rms_norm(x, tensors["output_norm.weight"], eps)
     out = tensors["token_embd.weight"] if config["tied"] else tensors["output.weight"]
     return (x @ out.T).astype(np.float32)  # [T, V]
+# --8<-- [end:llama_forward]
 
 
 def log_softmax(logits):
@@ -139,9 +141,8 @@ def log_softmax(logits):
     return z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
 
 
-def random_tensors(config, seed=0, scale=0.05):
-    """Random float32 weights for ``config`` (tests and benchmarks of the kernels)."""
-    rng = np.random.default_rng(seed)
+def tensor_shapes(config):
+    """``{GGUF name: NumPy shape (out, in)}`` of every tensor a model of ``config`` has."""
     d, f, v = config["d_model"], config["d_ff"], config["vocab"]
     kv = config["n_kv_heads"] * head_dim(config)
     shapes = {"token_embd.weight": (v, d), "output_norm.weight": (d,)}
@@ -153,8 +154,14 @@ def random_tensors(config, seed=0, scale=0.05):
                        f"blk.{i}.attn_output.weight": (d, d), f"blk.{i}.ffn_norm.weight": (d,),
                        f"blk.{i}.ffn_gate.weight": (f, d), f"blk.{i}.ffn_up.weight": (f, d),
                        f"blk.{i}.ffn_down.weight": (d, f)})
+    return shapes
+
+
+def random_tensors(config, seed=0, scale=0.05):
+    """Random float32 weights for ``config`` (tests and benchmarks of the kernels)."""
+    rng = np.random.default_rng(seed)
     out = {}
-    for name, shape in shapes.items():
+    for name, shape in tensor_shapes(config).items():
         if len(shape) == 1:
             out[name] = (1.0 + 0.1 * rng.standard_normal(shape)).astype(np.float32)
         else:

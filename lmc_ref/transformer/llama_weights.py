@@ -11,8 +11,8 @@ cannot drift apart:
   shapes divide (``d_model % n_heads``, ``n_heads % n_kv_heads``), RoPE covers
   an even number of channels of each head, and the whole model holds at most
   ``MAX_PARAMS`` parameters -- all checked before any tensor is allocated;
-* ``tensor_shapes(config)`` is the one list of tensors a model must have, each
-  with the exact shape its config implies;
+* ``llama.tensor_shapes(config)`` is the one list of tensors a model must have,
+  each with the exact shape its config implies (the loaders check against it);
 * the tokenizer has exactly ``vocab`` tokens, known token types, merges of the
   form ``"a b"``, and special ids inside the vocabulary.
 """
@@ -123,22 +123,6 @@ def check_config(raw, name):
         raise ValueError(f"{name}: {param_count(config):,} parameters, more than {MAX_PARAMS:,}")
     return {k: config[k] for k in ("n_layers", "d_model", "n_heads", "n_kv_heads", "d_ff", "vocab",
                                    "rope_base", "rope_dim", "rms_eps", "context_length", "tied")}
-
-
-def tensor_shapes(config):
-    """``{GGUF name: NumPy shape (out, in)}`` of every tensor a model of ``config`` has."""
-    d, f, v = config["d_model"], config["d_ff"], config["vocab"]
-    kv = config["n_kv_heads"] * (d // config["n_heads"])
-    shapes = {"token_embd.weight": (v, d), "output_norm.weight": (d,)}
-    if not config["tied"]:
-        shapes["output.weight"] = (v, d)
-    for i in range(config["n_layers"]):
-        shapes.update({f"blk.{i}.attn_norm.weight": (d,), f"blk.{i}.attn_q.weight": (d, d),
-                       f"blk.{i}.attn_k.weight": (kv, d), f"blk.{i}.attn_v.weight": (kv, d),
-                       f"blk.{i}.attn_output.weight": (d, d), f"blk.{i}.ffn_norm.weight": (d,),
-                       f"blk.{i}.ffn_gate.weight": (f, d), f"blk.{i}.ffn_up.weight": (f, d),
-                       f"blk.{i}.ffn_down.weight": (d, f)})
-    return shapes
 
 
 def check_finite(tensor, key, name):

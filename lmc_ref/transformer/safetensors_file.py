@@ -52,6 +52,7 @@ from pathlib import Path
 import numpy as np
 
 from .checkpoint import open_regular
+from .llama import tensor_shapes
 from .llama_weights import (
     TOKEN_CONTROL,
     TOKEN_NORMAL,
@@ -63,7 +64,6 @@ from .llama_weights import (
     check_tokenizer,
     close_map,
     sha256_view,
-    tensor_shapes,
 )
 
 CONFIG, TOKENIZER = "config.json", "tokenizer.json"
