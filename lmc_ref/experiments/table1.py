@@ -17,6 +17,7 @@ from ..baselines import CLASSICAL
 from ..constants import CHUNK_SIZE
 from ..evaluate import evaluate
 from ..predictors import available
+from . import llm_rows
 from .report import colours, pyplot, save_figure, write_report
 
 #: The paper's Table 1, raw rates in % (2048-byte chunks unless "whole"):
@@ -167,7 +168,7 @@ def markdown(rows, modalities, meta):
     lines.append("| compressor | chunks | " + " | ".join(present) + " |")
     lines.append("|---|---|" + "---|" * len(present))
     main = [r for r in rows if not r.get("subset") and "label" not in r]
-    models = [r for r in rows if "label" in r]
+    models = [r for r in rows if "label" in r and not _llm_row(r)]
     seen = []
     for row in main + models:
         key = (row.get("label", row["compressor"]), row["chunked"])
@@ -180,7 +181,8 @@ def markdown(rows, modalities, meta):
                      if (r.get("label", r["compressor"]), r["chunked"], r["modality"]) == (name, chunked, m)]
             cells.append((f"{match[0]['rate']:.2f}" + (" †" if match[0].get("subset") else "")) if match else "")
         lines.append(f"| {name} | {'2048 B' if chunked else 'whole'} | " + " | ".join(cells) + " |")
-    lines += _model_notes(rows, models, present)
+    lines += _model_notes([r for r in rows if not _llm_row(r)], models, present)
+    lines += llm_rows.markdown(rows, PAPER)
     lines += ["", "The paper's Table 1 (enwik9, ImageNet, LibriSpeech, random; 1 GB each):", ""]
     lines.append("| compressor | chunks | text | image | audio | random |")
     lines.append("|---|---|---|---|---|---|")
@@ -192,6 +194,11 @@ def markdown(rows, modalities, meta):
                   "`lmc-ref train --config 200K --minutes 30 --out CKPT`.  Coding runs at about 10 KB/s "
                   "for the 200K model on 2 CPU cores (`--backend cuda` on a GPU)."]
     return "\n".join(lines) + "\n"
+
+
+def _llm_row(row):
+    """True for the rows of ``llm_rows``: a pretrained model's, or a compressor's beside it."""
+    return "protocol" in row or "beside" in row
 
 
 def _model_notes(rows, models, present):
@@ -221,7 +228,7 @@ def bar_chart(rows, path):
     """Grouped bars: chunked raw rate per modality for each compressor."""
     plt = pyplot()
     chunked = [dict(r, compressor=r.get("label", r["compressor"])) for r in rows
-               if r["chunked"] and (not r.get("subset") or "label" in r)]
+               if r["chunked"] and (not r.get("subset") or "label" in r) and r.get("protocol") != "lossy"]
     names = list(dict.fromkeys(r["compressor"] for r in chunked))
     mods = [m for m in MODALITIES if any(r["modality"] == m for r in chunked)]
     fig, ax = plt.subplots(figsize=(10, 4.5))
@@ -239,7 +246,7 @@ def bar_chart(rows, path):
 
 
 def experiment(outdir="results", *, text=None, quick=False, workers=None, seed=0, progress=False, log=print,
-               images=None, audio=None, verify=True, download=False, transformers=None, backend="cpu"):
+               images=None, audio=None, verify=True, download=False, transformers=None, backend="cpu", llm=None):
     """Run Table 1 and write ``table1.json``, ``table1.md``, ``table1.png`` into ``outdir``.
 
     The arguments every experiment takes are described in ``lmc_ref.experiments``
@@ -261,6 +268,9 @@ def experiment(outdir="results", *, text=None, quick=False, workers=None, seed=0
         log(f"transformer rows from {', '.join(map(str, checkpoints))} on the {backend} backend")
         rows += transformer_rows(checkpoints, modalities, verify=verify, progress=progress, backend=backend, log=log,
                                  max_chunks=QUICK_MODEL_CHUNKS if quick else None)
+    if llm:
+        log(f"pretrained model rows: {llm_rows.llm_spec(llm)}")
+        rows += llm_rows.llm_rows(llm, modalities, quick=quick, verify=verify, progress=progress, log=log)
     meta = {
         "version": __version__, "date": time.strftime("%Y-%m-%d"), "quick": quick,
         "seconds": round(time.perf_counter() - t0, 1), "workers": workers or os.cpu_count(),
