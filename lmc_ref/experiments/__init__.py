@@ -1,8 +1,9 @@
 """The paper's experiments, one module each, and the table the command line runs them from.
 
 ``table1`` (its Table 1, the ``lmc-ref reproduce`` command), ``scaling``,
-``context`` (context length), ``tokenization`` and ``generate`` (compressors as
-generative models) each expose one function with one signature::
+``context`` (context length), ``in_context`` (rate against the position in a
+chunk), ``tokenization`` and ``generate`` (compressors as generative models)
+each expose one function with one signature::
 
     experiment(outdir="results", *, text=None, quick=False, workers=None, seed=0,
                progress=False, log=print, **module_options) -> result
@@ -16,7 +17,8 @@ figures (``report.write_report``) and returns what it wrote to ``NAME.json``.
 stage.  An experiment with no use for one of these accepts and ignores it, so
 that every experiment is called alike; ``module_options`` are the few that only
 one module has (``table1``: ``images``, ``audio``, ``verify``, ``download``,
-``transformers``, ``backend``; ``generate``: ``images``, ``audio``).
+``transformers``, ``backend``; ``generate``: ``images``, ``audio``; ``in_context``:
+``images``, ``audio``, ``transformers``, ``gguf``, ...).
 
 ``EXPERIMENTS`` maps each name to its module and a description for ``--help``;
 ``run(name, ...)`` imports the module only then (training and plotting pull in
@@ -46,6 +48,10 @@ EXPERIMENTS = {
     "context": Experiment(
         "context", "compression rate against chunk length (64 B ... 64 KiB) for gzip, LZMA2, brotli and "
                    "lmc_ref's predictors, every chunk decoded and compared."),
+    "in_context": Experiment(
+        "in_context", "rate against the position within the 2048-byte chunk (text, image, audio) for cm, "
+                      "the pretrained SmolLM2-135M and trained transformers (--quick: 4 chunks per modality, "
+                      "a few minutes on 2 cores; full: 16)."),
     "tokenization": Experiment(
         "tokenization", "the same transformer trained on bytes and on BPE tokens (1K, 2K, 5K), rate against "
                         "the original bytes, every chunk decoded and compared (--quick: about 10 minutes on "
