@@ -9,7 +9,13 @@ rate (compressed / original).  Tools not installed are skipped.  Also
 ``lmc-ref --help`` (the start-up a user feels first).  Ends by printing one
 JSON line with every figure.
 
-    python bench/cli.py [--file FILE] [--repeats 5] [--lmc-args "-1"]
+Threads: on ``--mixed-mb`` MB of mixed data (text, images and audio from
+``$LMC_REF_DATA``, repeated to size), ``lmc-ref -T 2`` against ``-T 1``, both
+ways (``--threads-repeats`` runs each, best kept): the speed-up, the rates
+(``-T 2`` cuts the file into two equal blocks, ``-T 1`` into 16 MiB blocks) and
+peak RSS (which a block file bounds by the tables plus a few blocks).
+
+    python bench/cli.py [--file FILE] [--repeats 5] [--lmc-args "-1"] [--mixed-mb 20] [--threads-repeats 1]
 """
 
 import argparse
@@ -67,11 +73,56 @@ def measure_tool(name, compress_argv, decompress_argv, small, big, repeats, work
             "rate_percent": round(100 * len(packed) / size, 3)}
 
 
+def mixed_sample(megabytes):
+    """``megabytes`` MB of text, images and audio from ``$LMC_REF_DATA``, in turn, repeated to size."""
+    root = Path(os.environ.get("LMC_REF_DATA", ""))
+    files = [root / "enwik8_head"] + sorted((root / "images").glob("*"))[:20] + sorted((root / "audio").glob("*"))[:20]
+    pieces = [f.read_bytes() for f in files if f.is_file()]
+    if not pieces:
+        sys.exit("set LMC_REF_DATA to the folder holding enwik8_head, images/ and audio/")
+    out, size, i = [], 0, 0
+    while size < megabytes * 10**6:
+        out.append(pieces[i % len(pieces)])
+        size += len(out[-1])
+        i += 1
+    return b"".join(out)[: megabytes * 10**6]
+
+
+def measure_threads(lmc, lmc_args, megabytes, repeats, workdir):
+    """``lmc-ref -T 1`` and ``-T 2`` on mixed data: seconds each way, rate, peak RSS (of the largest
+    process: wait4 reports the maximum over the children, not their sum); and the speed-ups."""
+    path = Path(workdir) / "mixed"
+    path.write_bytes(mixed_sample(megabytes))
+    size = path.stat().st_size
+    out = {"mixed_bytes": size}
+    for t in (1, 2):
+        # the file named (not piped), so that lmc-ref knows its size and -T 2 cuts it into equal blocks
+        comp_s, packed, comp_rss = timed(lmc + lmc_args + ["-T", str(t), "-c", str(path)], repeats)
+        packed_path = Path(workdir) / f"mixed.T{t}.lmc"
+        packed_path.write_bytes(packed)
+        dec_s, restored, dec_rss = timed(lmc + ["-d", "-c", "-T", str(t)], repeats, packed_path)
+        if restored != path.read_bytes():
+            sys.exit(f"-T {t}: the round trip did not restore the input")
+        out[f"T{t}"] = {"compress_s": round(comp_s, 3), "decompress_s": round(dec_s, 3),
+                        "rate_percent": round(100 * len(packed) / size, 3),
+                        "compress_rss_MB": round(comp_rss / 1e6, 1), "decompress_rss_MB": round(dec_rss / 1e6, 1)}
+        print(f"-T {t}: compress {comp_s:.2f} s ({comp_rss / 1e6:.0f} MB), decompress {dec_s:.2f} s "
+              f"({dec_rss / 1e6:.0f} MB), rate {out[f'T{t}']['rate_percent']:.3f} %")
+    out["T2_speedup_compress"] = round(out["T1"]["compress_s"] / out["T2"]["compress_s"], 3)
+    out["T2_speedup_decompress"] = round(out["T1"]["decompress_s"] / out["T2"]["decompress_s"], 3)
+    print(f"-T 2 vs -T 1 on {size / 1e6:.0f} MB: {out['T2_speedup_compress']:.2f}x compress, "
+          f"{out['T2_speedup_decompress']:.2f}x decompress")
+    return out
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--file", help="the big input (default: $LMC_REF_DATA/enwik8_head)")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--lmc-args", default="", help="extra lmc-ref compress options, e.g. '-1' or '--model cm'")
+    ap.add_argument("--mixed-mb", type=int, default=20, help="MB of mixed data for -T 2 vs -T 1 (0: skip)")
+    ap.add_argument("--threads-repeats", type=int, default=1, help="runs of each -T measurement (best kept)")
+    ap.add_argument("--skip-tools", action="store_true", help="only lmc-ref's start-up and the -T figures")
     args = ap.parse_args()
     lmc = [sys.executable, "-m", "lmc_ref"]
     tools = {"gzip -9": (["gzip", "-9", "-c"], ["gzip", "-d", "-c"]),
@@ -89,6 +140,8 @@ def main():
         print(f"lmc-ref --help: {help_s:.3f} s (best of {args.repeats})")
         print(f"{'tool':<22} {'start-up s':>10} {'comp MB/s':>10} {'dec MB/s':>9} {'peak RSS MB':>12} {'rate %':>8}")
         for name, (comp, dec) in tools.items():
+            if args.skip_tools and not name.startswith("lmc-ref"):
+                continue
             if shutil.which(comp[0]) is None:
                 print(f"{name:<22} (not installed)")
                 continue
@@ -96,6 +149,9 @@ def main():
             results[name] = r
             print(f"{name:<22} {r['startup_s']:>10.3f} {r['compress_MBps']:>10.3f} {r['decompress_MBps']:>9.3f} "
                   f"{r['peak_rss_MB']:>12.1f} {r['rate_percent']:>8.3f}")
+        if args.mixed_mb:
+            results["threads"] = measure_threads(lmc, shlex.split(args.lmc_args), args.mixed_mb,
+                                                 args.threads_repeats, workdir)
     print(json.dumps(results))
 
 

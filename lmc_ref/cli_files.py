@@ -3,8 +3,10 @@
 ``cli`` parses the arguments; this module carries them out, one file at a
 time, through ``safe_io`` (complete writes, no clobbering, regular files
 only).  A file's failure is one line on stderr and exit status 1; the other
-files go on.  Only what codes data imports ``codec`` (and with it NumPy and
-Numba): ``info`` and ``--list`` read headers alone, ``container`` only.
+files go on.  Only what codes data imports ``streaming`` and ``codec`` (and,
+once a block is coded, NumPy and Numba): ``info`` and ``--list`` read headers
+alone, ``container`` only.  Inputs are read, and outputs written, a block at
+a time (``streaming``).
 """
 
 import json
@@ -46,17 +48,25 @@ def output_name(name, decompress, force):
     return name + SUFFIX
 
 
-def _read_input(name, force):
-    """``(bytes, stat result or None, deletable)`` of input ``name`` (``-``: standard input)."""
-    if name == STDIO:
-        return safe_io.read_stdin(), None, False
-    with safe_io.open_input(name, force) as f:
-        return f.read(), f.stat, f.regular
+class _Counted:
+    """The chunks of an output, counted as they pass (``n``: bytes so far; ``first``: the first chunk)."""
+
+    def __init__(self, chunks):
+        self.chunks, self.n, self.first = chunks, 0, None
+
+    def __iter__(self):
+        for chunk in self.chunks:
+            if self.first is None:
+                self.first = bytes(chunk)
+            self.n += len(chunk)
+            yield chunk
 
 
 def code_one(name, args):
-    """Compress, decompress or test one input as ``args`` say; raise ValueError/OSError on failure."""
-    from . import codec
+    """Compress, decompress or test one input as ``args`` say, a block at a time; raise ValueError/OSError
+    on failure.  Output goes out as it is made: to a hidden temporary file that gets its name only once
+    complete, or to standard output."""
+    from . import streaming
 
     from_stdin = name == STDIO
     to_stdout = args.stdout or args.output == STDIO or (from_stdin and args.output is None)
@@ -73,37 +83,84 @@ def code_one(name, args):
     elif not args.decompress and not args.force and safe_io.stdout_is_terminal():
         raise ValueError("refusing to write compressed data to a terminal; use -f to force")
 
-    data, st, deletable = _read_input(name, args.force)
     progress = "auto" if args.progress is None else args.progress
-    if args.decompress:
-        result = codec.decompress(data, path=args.path, progress=progress, backend=args.backend,
-                                  model_dirs=args.model_dirs, max_output=args.max_output)
-    else:
-        result = codec.compress(data, spec=args.model, path=args.path, progress=progress,
-                                backend=args.backend or "cpu", model_dirs=args.model_dirs, store=args.store)
-        if not args.quiet:
-            _store_hint(name, result, args)
+    threads = getattr(args, "threads", 1) or 1
+    st, deletable = None, False
+    with (safe_io.open_input(name, args.force) if not from_stdin else _nothing()) as inp:
+        if inp is not None:
+            st, deletable = inp.stat, inp.regular
+            reader = os.fdopen(os.dup(inp.fd), "rb")
+        else:
+            reader = sys.stdin.buffer if hasattr(sys.stdin, "buffer") else sys.stdin
+        counted_in = _CountedReader(reader.read)
+        if args.decompress:
+            chunks = streaming.iter_decompress(counted_in.read, path=args.path, progress=progress, backend=args.backend,
+                                           model_dirs=args.model_dirs, max_output=args.max_output, threads=threads)
+        else:
+            chunks = streaming.iter_compress(counted_in.read, spec=args.model, path=args.path, progress=progress,
+                                         backend=args.backend or "cpu", model_dirs=args.model_dirs, store=args.store,
+                                         threads=threads, size=st.st_size if deletable else None)
+        out = _Counted(chunks)
+        try:
+            if args.test:
+                for _ in out:
+                    pass
+            elif to_stdout:
+                for chunk in out:
+                    safe_io.write_stdout(chunk)
+            else:
+                safe_io.write_new_file(out_path, out, args.force, like=st)
+        finally:
+            if inp is not None:
+                reader.close()
+    if not args.decompress and not args.quiet:
+        _store_hint(name, out.first, args)
     if args.test:
         if args.verbose:
-            print(f"{display(name)}: OK ({len(result)} bytes)", file=sys.stderr)
+            print(f"{display(name)}: OK ({out.n} bytes)", file=sys.stderr)
         return
-    if to_stdout:
-        safe_io.write_stdout(result)
-    else:
-        safe_io.write_new_file(out_path, result, args.force, like=st)
     if args.verbose:
-        coded, plain = (len(data), len(result)) if args.decompress else (len(result), len(data))
+        coded, plain = (counted_in.n, out.n) if args.decompress else (out.n, counted_in.n)
         rate = f"{100 * coded / plain:.2f} %" if plain else "n/a"
-        print(f"{display(name)}: {rate} ({len(data)} -> {len(result)} bytes) -> "
+        print(f"{display(name)}: {rate} ({counted_in.n} -> {out.n} bytes) -> "
               f"{'(stdout)' if to_stdout else out_path}", file=sys.stderr)
     if deletable and not (args.keep or to_stdout):
         os.unlink(name)
 
 
-def _store_hint(name, blob, args):
+class _CountedReader:
+    """``read(n)`` of an input, counting the bytes it returns."""
+
+    def __init__(self, read):
+        self._read, self.n = read, 0
+
+    def read(self, size):
+        piece = self._read(size)
+        self.n += len(piece)
+        return piece
+
+
+class _nothing:
+    """A context manager that gives None (standard input needs no opening)."""
+
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc):
+        return False
+
+
+def _store_hint(name, first, args):
     """After compressing with a model the store does not hold: one note on stderr saying how to keep it."""
-    header = container.unpack(blob)[0]
-    if not header.model_hash or header.stored:  # a stored file decodes without its model
+    if not first:
+        return
+    if container.version_of(first) == container.VERSION:
+        header = container.unpack_header(first)[0]
+        if header.stored:  # a stored file decodes without its model
+            return
+    else:
+        header = container.unpack_stream_header(first)[0]
+    if not header.model_hash:
         return
     from . import models
 
@@ -121,26 +178,37 @@ def _store_hint(name, blob, args):
 # ------------------------------------------------------------ headers only ---
 
 def read_header(name):
-    """``(Header, header bytes, file size)`` of ``.lmc`` file ``name``, reading the header only.
+    """``(Header, header bytes, file size)`` of ``.lmc`` file ``name``, reading the header only
+    (and, of a format-8 block file, its 20-byte trailer, which holds the original length and CRC-32).
 
     A regular file's size comes from ``fstat``; standard input is read on to
-    its end in pieces (bounded memory, at most the payload the header claims
-    plus one byte) to learn it.  Raises ValueError if the size disagrees with
-    the header's payload length.
+    its end in pieces (bounded memory) to learn it.  Raises ValueError if the
+    size disagrees with the header (format 7) or the trailer is damaged (format 8).
     """
     limit = container.MAX_HEADER_LENGTH
     if name == STDIO:
         head = safe_io.read_stdin(limit)
-        header, start, payload_len = container.unpack_header(head)
-        size, wanted = len(head), start + payload_len + 1
-        while size < wanted:
-            piece = safe_io.read_stdin(min(1 << 20, wanted - size))
+        tail, size = head[-container.TRAILER_SIZE:], len(head)
+        while True:
+            piece = safe_io.read_stdin(1 << 20)
             if not piece:
                 break
             size += len(piece)
+            tail = (tail + piece)[-container.TRAILER_SIZE:]
     else:
-        head, size = safe_io.read_prefix(name, limit)
-        header, start, payload_len = container.unpack_header(head)
+        with safe_io.open_input(name, force=False) as f:
+            head = f.read(limit)
+            size = f.stat.st_size
+            tail = os.pread(f.fd, container.TRAILER_SIZE, max(0, size - container.TRAILER_SIZE))
+    if container.version_of(head) == container.BLOCKS_VERSION:
+        stream, start = container.unpack_stream_header(head)
+        if size < start + container.TRAILER_SIZE:
+            raise ValueError("truncated .lmc file: ends before its trailer")
+        total, crc = container.unpack_trailer(tail)
+        header = container.Header(spec=stream.spec, backend=stream.backend, length=total, crc32=crc,
+                                  model_hash=stream.model_hash, version=stream.version)
+        return header, start, size
+    header, start, payload_len = container.unpack_header(head)
     if size - start != payload_len:
         raise ValueError(f"payload length mismatch: header says {payload_len} bytes, file holds "
                          f"{size - start} (truncated or trailing data)")
@@ -184,7 +252,8 @@ def describe(fields):
         ("backend", fields["backend"]),
         ("original length", f"{n} bytes"),
         ("CRC-32", fields["crc32"]),
-        ("payload length", payload),
+        ("payload length", payload if fields["format_version"] == container.VERSION
+         else f"{fields['payload_length']} bytes in independently coded blocks, with their records and trailer"),
         ("compression rate", rate),
     ]
     return "\n".join(f"{key + ':':<18}{value}" for key, value in rows)

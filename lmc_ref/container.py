@@ -32,6 +32,41 @@ compressor writes one when coding would make the data larger (random or
 already-compressed input), as gzip, xz and zstd store incompressible blocks.
 The header still names the predictor that was tried, but decoding a stored
 file needs no model.
+
+Format 8 (``BLOCKS_VERSION``) holds the input as independently coded blocks,
+so that a compressor can stream an input of any size in bounded memory and
+code blocks side by side (``lmc-ref -T N``).  A file header, then block
+records, each followed by its payload, then a trailer::
+
+    file header
+    0       4     magic  b"\x89LMC"
+    4       1     format version 8
+    5       1     flags: none defined yet, 0
+    6       2     S, then S bytes of predictor spec    (as in format 7)
+    .       1     H, then H bytes of model hash        (as in format 7)
+    .       1     B, then B bytes of backend name      (as in format 7)
+    .       4     block size: the most original bytes one block holds, 1..MAX_BLOCK_SIZE
+    .       4     CRC-32 of every file-header byte above
+
+    block record (BLOCK_RECORD_SIZE bytes), then its payload
+    0       4     L = original bytes of this block, 1..block size (0 starts the trailer)
+    4       1     flags: bit 0 word codes, bit 1 stored (as in format 7, for this block)
+    5       4     P = payload bytes that follow (stored: P = L; coded: P <= max_block_payload(L))
+    9       4     CRC-32 of the block's original bytes
+    13      4     CRC-32 of the 13 bytes above
+
+    trailer (TRAILER_SIZE bytes, the last of the file)
+    0       4     0 (where a block record has L)
+    4       8     total original length
+    12      4     CRC-32 of all the original bytes
+    16      4     CRC-32 of the 16 bytes above
+
+Every record is checked before its payload is read, and a block's CRC
+before the next block is decoded, so a damaged or forged file is refused at
+its first bad block, having allocated one block.  The trailer lets a reader
+that can seek (``lmc-ref info``) give the original length from the header and
+the last 20 bytes alone.  A compressor writes format 7 for an input that fits
+in one block (as before format 8 existed) and format 8 for larger inputs.
 """
 
 import struct
@@ -61,6 +96,13 @@ MAX_PAYLOAD_LENGTH = 1 << 40
 FLAG_WORD_CODES = 1       # the payload starts with ``word_codes.pack``'s prefix
 FLAG_STORED = 2           # the payload is the original bytes, uncoded
 KNOWN_FLAGS = FLAG_WORD_CODES | FLAG_STORED
+#: Format of block files (see the module docstring); every version here is read.
+BLOCKS_VERSION = 8
+READ_VERSIONS = (VERSION, BLOCKS_VERSION)
+#: Largest block a format-8 header may declare (bounds what decoding one block allocates).
+MAX_BLOCK_SIZE = 1 << 30
+BLOCK_RECORD_SIZE = 17
+TRAILER_SIZE = 20
 #: The longest header the layout allows: magic .. header checksum with the longest spec, hash and backend.
 MAX_HEADER_LENGTH = 4 + 4 + MAX_SPEC_LENGTH + 1 + 32 + 1 + MAX_BACKEND_LENGTH + 8 + 4 + 8 + 4
 
@@ -164,8 +206,10 @@ def unpack_header(blob):
     if r.take(len(MAGIC), "magic number") != MAGIC:
         raise ValueError("not an .lmc file (bad magic number)")
     version, flags, spec_len = r.unpack("<BBH", "version field")
+    if version == BLOCKS_VERSION:
+        raise ValueError("format version 8 is the block format: read it with unpack_stream_header or codec.decompress")
     if version != VERSION:
-        raise ValueError(f"unsupported .lmc format version {version} (this lmc_ref reads {VERSION})")
+        raise ValueError(f"unsupported .lmc format version {version} (this lmc_ref reads {READ_VERSIONS})")
     if flags & ~KNOWN_FLAGS:
         raise ValueError(f"unknown flags 0x{flags:02x} in header")
     if not 1 <= spec_len <= MAX_SPEC_LENGTH:
@@ -212,6 +256,151 @@ def unpack(blob):
             " (truncated or trailing data)"
         )
     return header, bytes(blob[start:])
+
+
+# ------------------------------------------------------------ format 8 ---
+
+def version_of(blob):
+    """The format version of the file starting with ``blob`` (at least 5 bytes); ValueError if not .lmc."""
+    if len(blob) < len(MAGIC) + 1 or bytes(blob[: len(MAGIC)]) != MAGIC:
+        raise ValueError("not an .lmc file (bad magic number)" if len(blob) >= len(MAGIC)
+                         else "truncated .lmc file: ends inside the magic number")
+    version = blob[len(MAGIC)]
+    if version not in READ_VERSIONS:
+        raise ValueError(f"unsupported .lmc format version {version} (this lmc_ref reads {READ_VERSIONS})")
+    return version
+
+
+@dataclass(frozen=True)
+class StreamHeader:
+    """The file header of a format-8 (block) file: the model and the block size."""
+
+    spec: str
+    backend: str
+    block_size: int
+    model_hash: bytes = b""
+    version: int = BLOCKS_VERSION
+
+    def validate(self):
+        """Raise ``ValueError`` if any field is out of range (the model fields as ``Header`` checks them)."""
+        Header(spec=self.spec, backend=self.backend, length=0, crc32=0, model_hash=self.model_hash).validate()
+        if not 1 <= self.block_size <= MAX_BLOCK_SIZE:
+            raise ValueError(f"block size {self.block_size} outside 1..{MAX_BLOCK_SIZE}")
+
+
+def pack_stream_header(header):
+    """The file-header bytes of a format-8 file."""
+    header.validate()
+    spec, backend = header.spec.encode("ascii"), header.backend.encode("ascii")
+    head = b"".join([MAGIC, struct.pack("<BBH", BLOCKS_VERSION, 0, len(spec)), spec,
+                     struct.pack("<B", len(header.model_hash)), header.model_hash,
+                     struct.pack("<B", len(backend)), backend, struct.pack("<I", header.block_size)])
+    return head + struct.pack("<I", zlib.crc32(head))
+
+
+def unpack_stream_header(blob):
+    """Parse and check a format-8 file header at the start of ``blob``; return ``(StreamHeader, length)``."""
+    blob = memoryview(blob).cast("B") if not isinstance(blob, bytes) else blob
+    r = _Reader(blob)
+    if r.take(len(MAGIC), "magic number") != MAGIC:
+        raise ValueError("not an .lmc file (bad magic number)")
+    version, flags, spec_len = r.unpack("<BBH", "version field")
+    if version != BLOCKS_VERSION:
+        raise ValueError(f"format version {version} is not the block format {BLOCKS_VERSION}")
+    if flags:
+        raise ValueError(f"unknown flags 0x{flags:02x} in header")
+    if not 1 <= spec_len <= MAX_SPEC_LENGTH:
+        raise ValueError(f"predictor spec length {spec_len} outside 1..{MAX_SPEC_LENGTH}")
+    spec_raw = r.take(spec_len, "predictor spec")
+    (hash_len,) = r.unpack("<B", "model hash length")
+    if hash_len not in HASH_LENGTHS:
+        raise ValueError(f"model hash length {hash_len} is neither 0 nor 32")
+    model_hash = r.take(hash_len, "model hash")
+    (backend_len,) = r.unpack("<B", "backend length")
+    if not 1 <= backend_len <= MAX_BACKEND_LENGTH:
+        raise ValueError(f"backend name length {backend_len} outside 1..{MAX_BACKEND_LENGTH}")
+    backend_raw = r.take(backend_len, "backend name")
+    (block_size,) = r.unpack("<I", "block size")
+    head_end = r.pos
+    (head_crc,) = r.unpack("<I", "header checksum")
+    if zlib.crc32(blob[:head_end]) != head_crc:
+        raise ValueError("corrupt .lmc header (header checksum mismatch)")
+    try:
+        spec, backend = spec_raw.decode("ascii"), backend_raw.decode("ascii")
+    except UnicodeDecodeError:
+        raise ValueError("predictor spec or backend name is not ASCII") from None
+    header = StreamHeader(spec=spec, backend=backend, block_size=block_size, model_hash=model_hash)
+    header.validate()
+    return header, r.pos
+
+
+@dataclass(frozen=True)
+class Block:
+    """One block record: original length, flags, payload length, CRC-32 of the original bytes."""
+
+    length: int
+    flags: int
+    payload_length: int
+    crc32: int
+
+    @property
+    def stored(self):
+        return bool(self.flags & FLAG_STORED)
+
+
+def max_block_payload(length):
+    """The most payload bytes a coded block of ``length`` original bytes may declare: more than any
+    model codes it to (18 bits a byte at worst, the word-code prefix, stream tables), bounded all the same."""
+    return 4 * length + (1 << 16)
+
+
+def pack_block(block):
+    """The record bytes of ``block`` (its payload follows them)."""
+    if not 1 <= block.length <= MAX_BLOCK_SIZE:
+        raise ValueError(f"block length {block.length} outside 1..{MAX_BLOCK_SIZE}")
+    Header(spec="x", backend="cpu", length=block.length, crc32=block.crc32, flags=block.flags).validate()
+    if block.stored and block.payload_length != block.length:
+        raise ValueError("a stored block's payload is its original bytes")
+    if not 0 <= block.payload_length <= max_block_payload(block.length):
+        raise ValueError(f"block payload of {block.payload_length} bytes is beyond the format's bound")
+    head = struct.pack("<IBII", block.length, block.flags, block.payload_length, block.crc32)
+    return head + struct.pack("<I", zlib.crc32(head))
+
+
+def unpack_block(record, block_size):
+    """Parse and check a ``BLOCK_RECORD_SIZE``-byte block record of a file with ``block_size``."""
+    if len(record) != BLOCK_RECORD_SIZE:
+        raise ValueError("truncated .lmc file: ends inside a block record")
+    length, flags, payload_length, crc = struct.unpack("<IBII", record[:13])
+    if zlib.crc32(record[:13]) != struct.unpack("<I", record[13:])[0]:
+        raise ValueError("corrupt block record (record checksum mismatch)")
+    if not 1 <= length <= block_size:
+        raise ValueError(f"a block claims {length} bytes, outside 1..{block_size} (the file's block size)")
+    if flags & ~KNOWN_FLAGS or flags == FLAG_STORED | FLAG_WORD_CODES:
+        raise ValueError(f"unknown block flags 0x{flags:02x}")
+    if flags & FLAG_STORED and payload_length != length:
+        raise ValueError(f"a stored block of {length} bytes declares a {payload_length}-byte payload")
+    if payload_length > max_block_payload(length):
+        raise ValueError(f"a {length}-byte block declares a {payload_length}-byte payload, beyond the bound")
+    return Block(length, flags, payload_length, crc)
+
+
+def pack_trailer(total_length, crc32):
+    """The trailer bytes: total original length and CRC-32 of all the original bytes."""
+    head = struct.pack("<IQI", 0, total_length, crc32)
+    return head + struct.pack("<I", zlib.crc32(head))
+
+
+def unpack_trailer(trailer):
+    """``(total length, CRC-32)`` of a ``TRAILER_SIZE``-byte trailer; ValueError if it is damaged."""
+    if len(trailer) != TRAILER_SIZE:
+        raise ValueError("truncated .lmc file: ends inside the trailer")
+    marker, total, crc = struct.unpack("<IQI", trailer[:16])
+    if marker != 0 or zlib.crc32(trailer[:16]) != struct.unpack("<I", trailer[16:])[0]:
+        raise ValueError("corrupt .lmc trailer (checksum mismatch)")
+    if total > MAX_ORIGINAL_LENGTH:
+        raise ValueError(f"original length {total} exceeds the format limit {MAX_ORIGINAL_LENGTH}")
+    return total, crc
 
 
 # --8<-- [start:chunk_streams]

@@ -49,9 +49,18 @@ def signals_interrupt():
 
     Python's default for them is to die at once, skipping the clean-up of a
     half-written temporary file; raising instead runs it, as for Ctrl-C.
-    Only the main thread may set handlers; elsewhere this does nothing.
+    Only the main thread may set handlers; elsewhere this does nothing.  A
+    process forked inside (a worker pool) inherits the handler but not the
+    clean-up, so there the signal takes its default action again: a pool
+    stopping its workers with SIGTERM ends them quietly.
     """
+    owner = os.getpid()
+
     def handler(signum, frame):
+        if os.getpid() != owner:  # a forked worker: die as it would have without us
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
         raise Terminated(signum)
 
     names = [getattr(signal, n) for n in ("SIGTERM", "SIGHUP") if hasattr(signal, n)]
@@ -196,7 +205,8 @@ def _default_mode():
 
 
 def write_new_file(path, data, force, like=None):
-    """Write ``data`` to ``path`` completely, or leave ``path`` as it was.
+    """Write ``data`` (bytes, or an iterable of bytes written as it yields them) to ``path`` completely,
+    or leave ``path`` as it was.
 
     Without ``force`` an existing ``path`` is never replaced, even one that
     appears while ``data`` is being written (``FileExistsError``).  ``like``:
@@ -214,7 +224,8 @@ def write_new_file(path, data, force, like=None):
         with tempfile.NamedTemporaryFile(dir=directory, prefix=f".{os.path.basename(path)}.",
                                          suffix=".tmp", delete=False) as tmp:
             tmp_name = tmp.name
-            write_all(tmp.fileno(), data, path)
+            for piece in (data,) if isinstance(data, (bytes, bytearray, memoryview)) else data:
+                write_all(tmp.fileno(), piece, path)
             os.fsync(tmp.fileno())
         os.chmod(tmp_name, stat.S_IMODE(like.st_mode) if like is not None else _default_mode())
         if like is not None:

@@ -344,7 +344,7 @@ def test_experiments_share_one_signature():
 
     from lmc_ref.experiments import EXPERIMENTS, experiment_function
 
-    assert set(EXPERIMENTS) == {"table1", "scaling", "context", "tokenization", "generate"}
+    assert set(EXPERIMENTS) == {"table1", "scaling", "context", "in_context", "tokenization", "generate"}
     for name in EXPERIMENTS:
         params = inspect.signature(experiment_function(name)).parameters
         assert next(iter(params)) == "outdir", name
@@ -354,7 +354,7 @@ def test_experiments_share_one_signature():
     assert all(table1[key].kind is inspect.Parameter.KEYWORD_ONLY for key in cli.TABLE1_OPTIONS)
 
 
-@pytest.mark.parametrize("name", ["scaling", "context", "tokenization", "generate", "table1"])
+@pytest.mark.parametrize("name", ["scaling", "context", "in_context", "tokenization", "generate", "table1"])
 def test_experiments_dispatch_through_the_table(name, tmp_path, monkeypatch, capsys):
     import importlib
 

@@ -277,13 +277,13 @@ def test_max_output_refuses_early(big_lmc, capsys):
 
 def test_bomb_header_is_refused_before_anything_is_built(tmp_path, capsys, monkeypatch):
     """Reproducer 5: a 1,000-byte payload claiming 367,772,293 bytes decoded for 13 minutes."""
-    import lmc_ref.codec as codec_module
+    import lmc_ref.blocks as blocks_module
 
     payload = random.Random(5).randbytes(1000)
     bomb = tmp_path / "bomb.lmc"
     bomb.write_bytes(container.pack(container.Header(spec="cm:v=7,mem=10", backend="cpu", length=367_772_293,
                                                      crc32=0), payload))
-    monkeypatch.setattr(codec_module, "make_predictor", lambda *a, **k: pytest.fail("built the model"))
+    monkeypatch.setattr(blocks_module, "make_predictor", lambda *a, **k: pytest.fail("built the model"))
     assert main(["-d", str(bomb)]) == 1
     one_error_line(capsys.readouterr().err, "can hold at most")
 

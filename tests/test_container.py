@@ -280,6 +280,7 @@ def test_pack_rejects_oversized_payload():
     (dict(version=0), "version"),
     *[(dict(version=v), "version") for v in range(1, container.VERSION)],
     (dict(version=container.VERSION + 1), "version"),
+    (dict(version=container.BLOCKS_VERSION + 1), "version"),
     (dict(flags=4), "flags"),
     (dict(flags=container.FLAG_STORED | container.FLAG_WORD_CODES), "flags"),
     (dict(flags=container.FLAG_STORED, length=5, payload=b"abc"), "stored"),
@@ -386,9 +387,9 @@ def test_unpack_header_needs_only_the_header(blob, header_size):
 # ------------------------------------------------ bombs: refused up front ---
 
 def test_max_output_refuses_before_decoding(blob, monkeypatch):
-    import lmc_ref.codec as codec_module
+    import lmc_ref.blocks as blocks_module
 
-    monkeypatch.setattr(codec_module, "make_predictor", lambda *a, **k: pytest.fail("built a predictor"))
+    monkeypatch.setattr(blocks_module, "make_predictor", lambda *a, **k: pytest.fail("built a predictor"))
     with pytest.raises(ValueError, match="more than the limit of 199"):
         decompress(blob, max_output=199)
     monkeypatch.undo()
@@ -397,11 +398,11 @@ def test_max_output_refuses_before_decoding(blob, monkeypatch):
 
 def test_capacity_is_checked_before_the_model_is_built(blob, monkeypatch):
     """The bound is applied from the predictor's class, before its tables (up to GBs) exist."""
-    import lmc_ref.codec as codec_module
+    import lmc_ref.blocks as blocks_module
 
     header, payload = unpack(blob)
     forged = pack(Header(spec=header.spec, backend="cpu", length=10**12, crc32=0), payload)
-    monkeypatch.setattr(codec_module, "make_predictor", lambda *a, **k: pytest.fail("built a predictor"))
+    monkeypatch.setattr(blocks_module, "make_predictor", lambda *a, **k: pytest.fail("built a predictor"))
     with pytest.raises(ValueError, match="can hold at most"):
         decompress(forged)
 
@@ -413,7 +414,7 @@ def test_bitwise_bound_is_eight_times_tighter_and_a_declared_clamp_tighter_still
     from lmc_ref.predictors import predictor_class
     from lmc_ref.predictors.cm_apm import P_MAX
 
-    from lmc_ref.codec import min_bits_per_bitwise_byte, min_bits_per_symbol_of
+    from lmc_ref.blocks import min_bits_per_bitwise_byte, min_bits_per_symbol_of
 
     cm = predictor_class("cm")
     assert max_decodable_length(1000, 256) == 367_772_293
@@ -428,7 +429,7 @@ def test_cm_bound_admits_its_most_compressible_input(monkeypatch):
     from lmc_ref.predictors import predictor_class
     from lmc_ref.predictors.cm_apm import P_MAX
 
-    from lmc_ref.codec import min_bits_per_symbol_of
+    from lmc_ref.blocks import min_bits_per_symbol_of
 
     monkeypatch.setattr(predictor_class("cm"), "max_bit_probability", P_MAX, raising=False)
     data = bytes(300_000)
@@ -449,11 +450,11 @@ def dataclasses_replace(header, **fields):
 
 def test_decoder_errors_become_value_errors(blob, monkeypatch):
     """Whatever a model loader or decoder raises on a bad file reaches the caller as ValueError."""
-    import lmc_ref.codec as codec_module
+    import lmc_ref.blocks as blocks_module
 
     def broken(*args, **kwargs):
         raise IndexError("index 7 is out of bounds")
 
-    monkeypatch.setattr(codec_module, "make_predictor", broken)
+    monkeypatch.setattr(blocks_module, "make_predictor", broken)
     with pytest.raises(ValueError, match="IndexError: index 7"):
         decompress(blob)

@@ -17,7 +17,7 @@ def test_only_training_kernels_use_fastmath():
 
 
 def test_coding_modules_do_not_import_the_training_kernels():
-    coding = [ROOT / "coder.py", ROOT / "quantize.py", ROOT / "container.py", ROOT / "codec.py",
+    coding = [ROOT / "coder.py", ROOT / "quantize.py", ROOT / "container.py", ROOT / "codec.py", ROOT / "blocks.py", ROOT / "streaming.py",
               *sorted((ROOT / "predictors").glob("*.py"))]
     for path in coding:
         assert "backprop_kernels" not in path.read_text(), path.name

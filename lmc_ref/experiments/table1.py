@@ -279,4 +279,8 @@ def experiment(outdir="results", *, text=None, quick=False, workers=None, seed=0
     result = {"meta": meta, "rows": rows}
     write_report(outdir, "table1", result, markdown(rows, modalities, meta), lambda path: bar_chart(rows, path),
                  log=log)
+    if llm:  # the model's rows on their own too, for the foundation-model chapter
+        mine = [r for r in rows if _llm_row(r)]
+        write_report(outdir, "table1_llm", {"meta": meta, "rows": mine},
+                     "\n".join(llm_rows.markdown(mine, PAPER)).strip() + "\n", log=log)
     return result

@@ -60,6 +60,12 @@ ESCAPE_BONUS = 0.3        # B_k: extra escape mass, lets sparse contexts defer t
 COUNT_LIMIT = 60000       # halve a context's counts when its total exceeds this
 
 MASK64 = (1 << 64) - 1
+# Tables sized to the input (``sized_for``): hashed slots per input byte.  An
+# input of n bytes fills at most n slots of each order; 64x that keeps hash
+# collisions rare enough that the rate moves by less than 0.01 % (measured on
+# 2048- and 16384-byte chunks of enwik8: 1x costs 0.44 %, 4x 0.09 %, 16x 0.04 %,
+# 64x 0.009 % and 0.000 %), while a 6-byte input gets the smallest tables (2**10).
+SLOTS_PER_BYTE = 64
 BLOCK = 1 << 16           # fused path: symbols per compiled call (progress + buffer growth)
 
 
@@ -123,6 +129,13 @@ class NGramPredictor(Predictor):
     @property
     def spec(self):
         return self.versioned_spec(f"order={self.order},mem={self.mem}")
+
+    def sized_for(self, length):
+        """This model with hashed tables sized to an input of ``length`` bytes: the next power of two
+        above ``SLOTS_PER_BYTE * length`` slots, never more than ``mem`` asked for nor fewer than
+        ``2**MIN_MEM``.  The spec records the result, so the decoder allocates the same."""
+        mem = max(MIN_MEM, min(self.mem, (SLOTS_PER_BYTE * max(length, 1) - 1).bit_length()))
+        return self if mem == self.mem else type(self)(order=self.order, mem=mem)
 
     def reset(self):
         # np.zeros maps fresh pages lazily: only touched slots cost memory.
