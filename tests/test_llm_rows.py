@@ -47,6 +47,7 @@ def test_rows_code_whole_chunks_and_the_lossy_protocol(tiny_spec):
         assert r["verified"] and r["raw_bytes"] == r["chunks"] * CHUNK_SIZE
         assert r["rate"] == round(100 * r["compressed_bytes"] / r["raw_bytes"], 3)
         assert r["adjusted_rate"] > r["rate"] and r["adjusted_rate_file"] > r["rate"]
+        assert 64 < r["header_bytes"] < r["compressed_bytes"]  # spec, SHA-256, lengths, CRCs
     for m, r in lossy.items():
         assert r["rate"] == round(100 * r["compressed_bytes"] * 8 / 7 / r["raw_bytes"], 3)
         assert not r["verified"]
