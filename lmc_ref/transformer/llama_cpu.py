@@ -11,21 +11,25 @@ coder use it:
   the chunk as the rows of one call (a prefill, like a framework's forward over
   a whole sequence): every weight matrix is read once for hundreds of rows;
 * the **decoder** learns a token only by decoding it, so it runs many chunks
-  in lockstep, one row per chunk and step, every chunk in its own slot.
+  in lockstep, one row per chunk and step, every chunk in its own slot: every
+  weight matrix is read once per step for all the chunks of the group
+  (``LOCKSTEP_CHUNKS`` says how many to put in a group).
 
 A row's logits depend only on its token, its position and its slot's cache,
 never on the other rows of the call or on how many there are: every sum is
-taken in one fixed order (``matmul``: ascending input index, one accumulator
-per output), with no BLAS and no fast-math flags, and the threads split the
-*outputs* among them, never a sum.  So the encoder's prefill and the
-decoder's lockstep give bit-identical probabilities, which the tests check.
+taken in one fixed order (``matmul_tiles``: ascending input index, one
+accumulator per output, a multiply and an add per term), with no BLAS and no
+fast-math flags, and the threads split the *outputs* among them, never a sum.
+So the encoder's prefill and the decoder's lockstep give bit-identical
+probabilities, which the tests check.
 
-Layouts: weight matrices are stored transposed, ``[in, out]``, so that the
-innermost loop runs over consecutive outputs and vectorises without
-reassociating any sum; the token embedding is stored ``[d, V]`` that way too
-and serves as the output layer when it is tied.  Key cache
-``[slots, L, KV, hd, T]`` (the score loop runs over positions), value cache
-``[slots, L, KV, T, hd]``.  RMSNorm statistics and the attention normaliser are
+Layouts: weight matrices are transposed to ``[in, out]`` and packed into
+tiles of ``TILE`` outputs (``matmul_tiles.pack``), so that the microkernel
+streams each tile's weights contiguously; the token embedding is packed that
+way too (``[d, V]``) and serves as the output layer when it is tied.  Key
+cache ``[slots, L, KV, hd, T]`` (the scores are ``q @ keys``), value cache
+``[slots, L, KV, T, hd]`` (the output is ``probs @ values``), ``T`` a whole
+number of tiles.  RMSNorm statistics and the attention normaliser are
 float64; everything else is float32.
 """
 
@@ -37,12 +41,16 @@ from ..coder import (decode_interval, decoder_init, decoder_target, encode_inter
 from ..quantize import quantize_interval, quantize_search
 from .infer_cpu import exp_shifted, max8, sum4
 from .llama import head_dim, rope_angles
+from .matmul_tiles import ROWS, TILE, block, matmul, pack, packed_item
 
-#: Output tile and row block of ``matmul``: a block of ``ROWS_BLOCK`` rows and
-#: ``OUT_TILE`` outputs accumulates in a small local array that stays in L1,
-#: while the ``[in, OUT_TILE]`` slice of the weights is reused by every row.
-OUT_TILE = 32
-ROWS_BLOCK = 4
+#: Chunks to decode side by side in one lockstep group (one stream), a default
+#: for the predictor that groups them.  The decoder reads every weight once per
+#: step for all the live chunks of the group (SmolLM2-135M: 538 MB of float32
+#: weights per step), so more chunks share each read; the cost is the KV cache,
+#: ``slots * L * KV * hd * T * 8`` bytes (SmolLM2, 8 slots of 1024 positions:
+#: 377 MB), and a group is decoded as a whole.  Chunks of a group end at
+#: different steps, so a step carries fewer rows than the group has chunks.
+LOCKSTEP_CHUNKS = 8
 #: SiLU's exponent is clamped here: exp(80) still fits float32, and silu(x) for
 #: x < -80 is below 1e-33 either way.
 _SILU_CLAMP = np.float32(80.0)
@@ -51,46 +59,58 @@ _SILU_CLAMP = np.float32(80.0)
 def pack_weights(tensors, config):
     """The kernel's weight tuple from ``tensors`` (GGUF names, ``(out, in)`` float32 arrays).
 
-    Matrices are transposed to ``[in, out]`` and stacked per layer.  Entries of
-    ``tensors`` are removed as they are packed, so that the float32 model is
-    held once, not twice (pass a copy of the dict to keep it).
+    Matrices are transposed to ``[in, out]``, packed into tiles
+    (``matmul_tiles.pack``) and stacked per layer; the query, key and value
+    projections form one matrix, and so do the gate and up projections, so
+    that each pair or triple is one product of the same rows.  Entries of ``tensors`` are
+    removed as they are packed, so that the float32 model is held about once,
+    not twice (pass a copy of the dict to keep it).
     """
     L, d = config["n_layers"], config["d_model"]
 
     def take(name):
         return tensors.pop(name)
 
-    def stack(name, rows, cols, transpose=True):
-        out = np.empty((L, rows, cols), np.float32)
+    def stack(names, rows, cols):
+        """Per layer, the matrices ``names`` side by side (outputs concatenated), packed."""
+        out = np.empty((L, (cols + TILE - 1) // TILE, rows, TILE), np.float32)
         for i in range(L):
-            a = take(f"blk.{i}.{name}.weight")
-            out[i] = a.T if transpose else a
+            out[i] = pack(np.concatenate([take(f"blk.{i}.{n}.weight") for n in names]).T)
         return out
 
     def vectors(name):
         return np.stack([take(f"blk.{i}.{name}.weight") for i in range(L)]).astype(np.float32)  # [L, d]
 
-    kv, f, v = config["n_kv_heads"] * head_dim(config), config["d_ff"], config["vocab"]
-    embed_t = np.ascontiguousarray(take("token_embd.weight").T, dtype=np.float32)  # [d, V]
-    out_t = embed_t if config["tied"] else np.ascontiguousarray(take("output.weight").T, dtype=np.float32)
-    return (embed_t, out_t,
+    kv, f = config["n_kv_heads"] * head_dim(config), config["d_ff"]
+    embed = pack(take("token_embd.weight").T)  # [d, V] packed
+    out = embed if config["tied"] else pack(take("output.weight").T)
+    return (embed, out,
             vectors("attn_norm"),  # [L, d]
-            stack("attn_q", d, d), stack("attn_k", d, kv), stack("attn_v", d, kv),  # [L, d, d|kv]
-            stack("attn_output", d, d),  # [L, d, d]
+            stack(("attn_q", "attn_k", "attn_v"), d, d + 2 * kv),  # [L, d, q | k | v] packed
+            stack(("attn_output",), d, d),  # [L, d, d] packed
             vectors("ffn_norm"),  # [L, d]
-            stack("ffn_gate", d, f), stack("ffn_up", d, f), stack("ffn_down", f, d),  # [L, d, f] [L, f, d]
-            np.ascontiguousarray(take("output_norm.weight"), dtype=np.float32))  # [d]
+            stack(("ffn_gate", "ffn_up"), d, 2 * f),  # [L, d, gate | up] packed
+            stack(("ffn_down",), f, d),  # [L, f, d] packed
+            np.array(take("output_norm.weight"), dtype=np.float32))  # [d], a writable copy like the rest
+
+
+def _round_up(capacity):
+    """Capacities are whole tiles, so that the attention scores of the last tile use the microkernel."""
+    return -(-max(1, capacity) // TILE) * TILE
 
 
 def new_cache(config, slots, capacity):
-    """Empty key and value caches for ``slots`` sequences of up to ``capacity`` positions."""
+    """Empty key and value caches for ``slots`` sequences of at least ``capacity`` positions
+    (rounded up to a whole number of tiles)."""
     L, KV, hd = config["n_layers"], config["n_kv_heads"], head_dim(config)
+    capacity = _round_up(capacity)
     return (np.zeros((slots, L, KV, hd, capacity), np.float32),  # keys [S, L, KV, hd, T]
             np.zeros((slots, L, KV, capacity, hd), np.float32))  # values [S, L, KV, T, hd]
 
 
 def grow_cache(kc, vc, capacity):
-    """The caches with room for ``capacity`` positions, the positions so far copied."""
+    """The caches with room for at least ``capacity`` positions, the positions so far copied."""
+    capacity = _round_up(capacity)
     k2 = np.zeros(kc.shape[:4] + (capacity,), np.float32)
     v2 = np.zeros(vc.shape[:3] + (capacity, vc.shape[4]), np.float32)
     k2[..., :kc.shape[4]] = kc
@@ -103,37 +123,6 @@ def angles(config, capacity):
     return rope_angles(config, capacity)
 
 
-# --8<-- [start:matmul]
-@njit(parallel=True, cache=True)
-def matmul(x, wt, y):
-    """``y = x @ wt``: ``y[r, o] = sum_i x[r, i] * wt[i, o]``, summed over ascending ``i``.
-
-    Each (row block, output tile) job is one thread's: it keeps
-    ``ROWS_BLOCK x OUT_TILE`` running sums in a local array and streams the
-    tile's column of ``wt`` once for all its rows.  The innermost loop runs over
-    consecutive outputs, so it vectorises without changing any sum's order.
-    """
-    R, n_in = x.shape
-    n_out = wt.shape[1]
-    tiles = (n_out + OUT_TILE - 1) // OUT_TILE
-    blocks = (R + ROWS_BLOCK - 1) // ROWS_BLOCK
-    for job in prange(tiles * blocks):
-        o0 = (job // blocks) * OUT_TILE
-        r0 = (job % blocks) * ROWS_BLOCK
-        width = min(n_out, o0 + OUT_TILE) - o0
-        rows = min(R, r0 + ROWS_BLOCK) - r0
-        acc = np.zeros((ROWS_BLOCK, OUT_TILE), np.float32)
-        for i in range(n_in):
-            w = wt[i, o0:o0 + width]
-            for r in range(rows):
-                xi = x[r0 + r, i]
-                a = acc[r]
-                for o in range(width):
-                    a[o] += xi * w[o]
-        for r in range(rows):
-            for o in range(width):
-                y[r0 + r, o0 + o] = acc[r, o]
-# --8<-- [end:matmul]
 
 
 @njit(cache=True)
@@ -165,46 +154,83 @@ def _rotate_rows(x, pos, cos, sin, hd):
 
 @njit(parallel=True, cache=True)
 def _attention_rows(q, kc, vc, layer, pos, slots, n_kv, out):
-    """Causal attention of each row over its slot's positions ``0..pos[r]``, per query head."""
+    """Causal attention of each row over its slot's positions ``0..pos[r]``, per query head.
+
+    One job is a row and a KV head with the query heads that share it, up to
+    ``ROWS`` of them per microkernel call: the scores are ``q @ keys``
+    (``keys`` ``[hd, T]``, the sum over ascending channels), the output is
+    ``softmax(scores) @ values`` (``values`` ``[T, hd]``, over ascending
+    positions).  Scores past ``pos[r]`` of a whole tile are computed and
+    never read, so a row's bits do not depend on the cache beyond its position.
+    Jobs alternate between the first and the last rows, so that the two halves
+    of the job list (one per thread) hold equal work in a causal prefill.
+    """
     R, d = q.shape
-    hd = kc.shape[3]
+    hd, T = kc.shape[3], kc.shape[4]
     n_heads = d // hd
     group = n_heads // n_kv
     scale = np.float32(1.0 / np.sqrt(hd))
-    for job in prange(R * n_heads):
-        r, hh = job // n_heads, job % n_heads
-        kvh, s_, n = hh // group, slots[job // n_heads], pos[job // n_heads] + 1
-        s = np.zeros(n, np.float32)  # [t+1] scores
-        pow2 = np.empty(n, np.int32)  # [t+1] scratch of exp_shifted
-        for e in range(hd):
-            qe = q[r, hh * hd + e]
-            krow = kc[s_, layer, kvh, e]
-            for tau in range(n):
-                s[tau] += qe * krow[tau]
-        for tau in range(n):
-            s[tau] *= scale
-        exp_shifted(s, n, max8(s, n), pow2)
-        inv = np.float32(1.0 / sum4(s, n))
-        for e in range(hd):
-            out[r, hh * hd + e] = 0.0
-        for tau in range(n):
-            p = s[tau] * inv
-            vrow = vc[s_, layer, kvh, tau]
-            for e in range(hd):
-                out[r, hh * hd + e] += p * vrow[e]
+    for job in prange(R * n_kv):
+        k = job // n_kv
+        r, kvh = (k // 2 if k % 2 == 0 else R - 1 - k // 2), job % n_kv
+        s_, n = slots[r], pos[r] + 1
+        keys, values = kc[s_, layer, kvh], vc[s_, layer, kvh]  # [hd, T], [T, hd]
+        heads = q[r].reshape((n_heads, hd))
+        width = -(-n // TILE) * TILE
+        scores = np.empty((ROWS, width), np.float32)
+        probs = np.empty((ROWS, n), np.float32)
+        mixed = np.empty((ROWS, hd), np.float32)
+        pow2 = np.empty(n, np.int32)
+        for h0 in range(kvh * group, (kvh + 1) * group, ROWS):
+            rows = min((kvh + 1) * group, h0 + ROWS) - h0
+            for c0 in range(0, n, TILE):
+                block(heads, h0, rows, keys, c0, min(TILE, T - c0), scores, c0)
+            for j in range(rows):
+                s = scores[j]
+                for tau in range(n):
+                    s[tau] *= scale
+                exp_shifted(s, n, max8(s, n), pow2)
+                inv = np.float32(1.0 / sum4(s, n))
+                for tau in range(n):
+                    probs[j, tau] = s[tau] * inv
+            for e0 in range(0, hd, TILE):
+                block(probs, 0, rows, values, e0, min(TILE, hd - e0), mixed, e0)
+            for j in range(rows):
+                for e in range(hd):
+                    out[r, (h0 + j) * hd + e] = mixed[j, e]
+
+
+#: Rows from which SwiGLU runs on all threads; below, a parallel region costs more than it saves.
+_PARALLEL_SWIGLU_ROWS = 64
+
+
+@njit(cache=True, inline="always")
+def _swiglu_row(gu, out, r, e, pow2):
+    """``out[r] = silu(g) * u`` for ``gu[r] = [g | u]``: ``silu(x) = x / (1 + exp(-x))``, exp from
+    ``exp_shifted`` (``e``, ``pow2``: scratch of the row's length)."""
+    n = out.shape[1]
+    for j in range(n):
+        e[j] = min(-gu[r, j], _SILU_CLAMP)
+    exp_shifted(e, n, np.float32(0.0), pow2)
+    for j in range(n):
+        out[r, j] = gu[r, j] / (np.float32(1.0) + e[j]) * gu[r, n + j]
+
+
+@njit(parallel=True, cache=True)
+def _swiglu_rows_parallel(gu, out):
+    for r in prange(out.shape[0]):
+        _swiglu_row(gu, out, r, np.empty(out.shape[1], np.float32), np.empty(out.shape[1], np.int32))
 
 
 @njit(cache=True)
-def _swiglu_rows(g, u, pow2):
-    """In place: ``g = silu(g) * u``, ``silu(x) = x / (1 + exp(-x))``, exp from ``exp_shifted``."""
-    n = g.shape[1]
-    e = np.empty(n, np.float32)
-    for r in range(g.shape[0]):
-        for j in range(n):
-            e[j] = min(-g[r, j], _SILU_CLAMP)
-        exp_shifted(e, n, np.float32(0.0), pow2)
-        for j in range(n):
-            g[r, j] = g[r, j] / (np.float32(1.0) + e[j]) * u[r, j]
+def _swiglu_rows(gu, out):
+    """``out[r] = silu(g) * u`` for every row of ``gu = [g | u]`` (on all threads for many rows)."""
+    if out.shape[0] >= _PARALLEL_SWIGLU_ROWS:
+        _swiglu_rows_parallel(gu, out)
+        return
+    e, pow2 = np.empty(out.shape[1], np.float32), np.empty(out.shape[1], np.int32)
+    for r in range(out.shape[0]):
+        _swiglu_row(gu, out, r, e, pow2)
 
 
 # --8<-- [start:forward_rows]
@@ -216,46 +242,42 @@ def forward_rows(weights, tokens, pos, slots, kc, vc, cos, sin, eps, n_kv, logit
     rows of one call may belong to one sequence (a prefill) or to many (lockstep).
     ``logits[r]`` receives row ``r``'s logits over the vocabulary.
     """
-    embed_t, out_t, attn_norm, wq, wk, wv, wo, ffn_norm, wg, wu, wd, out_norm = weights
+    embed, out, attn_norm, wqkv, wo, ffn_norm, wgu, wd, out_norm = weights
     R = tokens.shape[0]
-    L, d, kv = wk.shape[0], wk.shape[1], wk.shape[2]
-    f = wg.shape[2]
+    L, d = wqkv.shape[0], wqkv.shape[2]
+    kv, f = kc.shape[2] * kc.shape[3], wd.shape[2]
     hd = kc.shape[3]
     x = np.empty((R, d), np.float32)  # [R, d] the residual stream
     for r in range(R):
         for j in range(d):
-            x[r, j] = embed_t[j, tokens[r]]
+            x[r, j] = packed_item(embed, j, tokens[r])
     h = np.empty((R, d), np.float32)
+    qkv = np.empty((R, d + 2 * kv), np.float32)  # [q | k | v]
     q = np.empty((R, d), np.float32)
-    k = np.empty((R, kv), np.float32)
-    v = np.empty((R, kv), np.float32)
     att = np.empty((R, d), np.float32)
     a = np.empty((R, d), np.float32)
+    gu = np.empty((R, 2 * f), np.float32)  # [gate | up]
     g = np.empty((R, f), np.float32)
-    u = np.empty((R, f), np.float32)
-    pow2 = np.empty(f, np.int32)
     for l in range(L):
         _rms_norm_rows(x, attn_norm[l], eps, h)
-        matmul(h, wq[l], q)
-        matmul(h, wk[l], k)
-        matmul(h, wv[l], v)
+        matmul(h, wqkv[l], qkv)
+        q[:] = qkv[:, :d]
         _rotate_rows(q, pos, cos, sin, hd)
-        _rotate_rows(k, pos, cos, sin, hd)
+        _rotate_rows(qkv[:, d:d + kv], pos, cos, sin, hd)
         for r in range(R):
             for c in range(kv):
-                kc[slots[r], l, c // hd, c % hd, pos[r]] = k[r, c]
-                vc[slots[r], l, c // hd, pos[r], c % hd] = v[r, c]
+                kc[slots[r], l, c // hd, c % hd, pos[r]] = qkv[r, d + c]
+                vc[slots[r], l, c // hd, pos[r], c % hd] = qkv[r, d + kv + c]
         _attention_rows(q, kc, vc, l, pos, slots, n_kv, att)
         matmul(att, wo[l], a)
         x += a
         _rms_norm_rows(x, ffn_norm[l], eps, h)
-        matmul(h, wg[l], g)
-        matmul(h, wu[l], u)
-        _swiglu_rows(g, u, pow2)
+        matmul(h, wgu[l], gu)
+        _swiglu_rows(gu, g)
         matmul(g, wd[l], a)
         x += a
     _rms_norm_rows(x, out_norm, eps, h)
-    matmul(h, out_t, logits)
+    matmul(h, out, logits)
 # --8<-- [end:forward_rows]
 
 
