@@ -191,6 +191,22 @@ class _Reader:
         return struct.unpack(fmt, self.take(struct.calcsize(fmt), field))
 
 
+def _model_fields(r, spec_len):
+    """The fields both header layouts share after the version: ``(spec, model hash, backend)`` as bytes."""
+    if not 1 <= spec_len <= MAX_SPEC_LENGTH:
+        raise ValueError(f"predictor spec length {spec_len} outside 1..{MAX_SPEC_LENGTH}")
+    spec_raw = r.take(spec_len, "predictor spec")
+    (hash_len,) = r.unpack("<B", "model hash length")
+    if hash_len not in HASH_LENGTHS:
+        raise ValueError(f"model hash length {hash_len} is neither 0 nor 32")
+    model_hash = r.take(hash_len, "model hash")
+    (backend_len,) = r.unpack("<B", "backend length")
+    if not 1 <= backend_len <= MAX_BACKEND_LENGTH:
+        raise ValueError(f"backend name length {backend_len} outside 1..{MAX_BACKEND_LENGTH}")
+    backend_raw = r.take(backend_len, "backend name")
+    return spec_raw, model_hash, backend_raw
+
+
 def unpack_header(blob):
     """Parse and check the header at the start of ``blob``; return ``(Header, header_length, payload_length)``.
 
@@ -212,17 +228,7 @@ def unpack_header(blob):
         raise ValueError(f"unsupported .lmc format version {version} (this lmc_ref reads {READ_VERSIONS})")
     if flags & ~KNOWN_FLAGS:
         raise ValueError(f"unknown flags 0x{flags:02x} in header")
-    if not 1 <= spec_len <= MAX_SPEC_LENGTH:
-        raise ValueError(f"predictor spec length {spec_len} outside 1..{MAX_SPEC_LENGTH}")
-    spec_raw = r.take(spec_len, "predictor spec")
-    (hash_len,) = r.unpack("<B", "model hash length")
-    if hash_len not in HASH_LENGTHS:
-        raise ValueError(f"model hash length {hash_len} is neither 0 nor 32")
-    model_hash = r.take(hash_len, "model hash")
-    (backend_len,) = r.unpack("<B", "backend length")
-    if not 1 <= backend_len <= MAX_BACKEND_LENGTH:
-        raise ValueError(f"backend name length {backend_len} outside 1..{MAX_BACKEND_LENGTH}")
-    backend_raw = r.take(backend_len, "backend name")
+    spec_raw, model_hash, backend_raw = _model_fields(r, spec_len)
     length, crc, payload_len = r.unpack("<QIQ", "length fields")
     head_end = r.pos
     (head_crc,) = r.unpack("<I", "header checksum")
@@ -309,17 +315,7 @@ def unpack_stream_header(blob):
         raise ValueError(f"format version {version} is not the block format {BLOCKS_VERSION}")
     if flags:
         raise ValueError(f"unknown flags 0x{flags:02x} in header")
-    if not 1 <= spec_len <= MAX_SPEC_LENGTH:
-        raise ValueError(f"predictor spec length {spec_len} outside 1..{MAX_SPEC_LENGTH}")
-    spec_raw = r.take(spec_len, "predictor spec")
-    (hash_len,) = r.unpack("<B", "model hash length")
-    if hash_len not in HASH_LENGTHS:
-        raise ValueError(f"model hash length {hash_len} is neither 0 nor 32")
-    model_hash = r.take(hash_len, "model hash")
-    (backend_len,) = r.unpack("<B", "backend length")
-    if not 1 <= backend_len <= MAX_BACKEND_LENGTH:
-        raise ValueError(f"backend name length {backend_len} outside 1..{MAX_BACKEND_LENGTH}")
-    backend_raw = r.take(backend_len, "backend name")
+    spec_raw, model_hash, backend_raw = _model_fields(r, spec_len)
     (block_size,) = r.unpack("<I", "block size")
     head_end = r.pos
     (head_crc,) = r.unpack("<I", "header checksum")
