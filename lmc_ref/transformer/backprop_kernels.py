@@ -22,7 +22,29 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from .infer_cpu import exp_shifted
+_LOG2E = np.float32(1.44269504088896341)
+_LN2_HI = np.float32(0.693359375)  # ln 2 = _LN2_HI + _LN2_LO, _LN2_HI exact in few bits
+_LN2_LO = np.float32(-2.12194440e-4)
+_EXP_P = (np.float32(1.9875691500e-4), np.float32(1.3981999507e-3), np.float32(8.3334519073e-3),
+          np.float32(4.1665795894e-2), np.float32(1.6666665459e-1), np.float32(5.0000001201e-1))
+
+
+@njit(cache=True, fastmath=True)
+def exp_shifted(s, n, m, pow2):
+    """In place: ``s[i] = exp(s[i] - m)`` for ``i < n``, where ``s[i] <= m`` (``pow2``: int32 scratch)."""
+    p0, p1, p2, p3, p4, p5 = _EXP_P
+    for i in range(n):
+        x = max(s[i] - m, np.float32(-87.0))  # below e**-87 the weight underflows anyway
+        k = np.floor(x * _LOG2E + np.float32(0.5))
+        r = (x - k * _LN2_HI) - k * _LN2_LO
+        y = ((((p0 * r + p1) * r + p2) * r + p3) * r + p4) * r + p5
+        s[i] = (y * (r * r) + r) + np.float32(1.0)
+        pow2[i] = (np.int32(k) + np.int32(127)) << np.int32(23)  # the bits of 2**k
+    scale = pow2.view(np.float32)
+    for i in range(n):
+        s[i] *= scale[i]
+
+
 
 
 @njit(cache=True)
