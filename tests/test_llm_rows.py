@@ -65,3 +65,13 @@ def test_table1_keeps_the_model_rows_apart(tiny_spec):
     text = table1.markdown(rows, {"random": ([], "r")}, meta)
     assert "Pretrained language model rows" in text
     assert "Adjusted rate of the trained models" not in text  # not mistaken for transformer rows
+
+
+def test_quick_subset_spreads_over_the_modality(monkeypatch):
+    monkeypatch.setattr(llm_rows, "QUICK_CHUNKS", 4)
+    chunks = [bytes([i]) * CHUNK_SIZE for i in range(40)] + [b"tail"]
+    picked, where = llm_rows.subset("image", chunks, True, held_out_from=0)
+    assert [c[0] for c in picked] == [5, 15, 25, 35] and "evenly spaced in 0..40" in where
+    picked, where = llm_rows.subset("text", chunks, True, held_out_from=30 * CHUNK_SIZE)
+    assert [c[0] for c in picked] == [31, 33, 36, 38] and "after byte 61,440" in where
+    assert len(llm_rows.subset("image", chunks, False, held_out_from=0)[0]) == 40  # the short tail is not coded

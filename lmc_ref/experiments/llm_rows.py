@@ -20,8 +20,8 @@ Two kinds of row come from the same model:
 
 Every row is coded on the same fixed subset of chunks, and gzip, LZMA2, PNG,
 FLAC and the context-mixing model are measured on that subset beside it: text
-chunks after the project's training split (``DEFAULT_TRAIN_BYTES``), the first
-chunks of every other modality.
+chunks after the project's training split (``DEFAULT_TRAIN_BYTES``); ``--quick``
+spreads its few chunks evenly over each modality.
 """
 
 import os
@@ -61,13 +61,25 @@ def lossy_view(modality, chunk):
 
 
 def subset(modality, chunks, quick, held_out_from):
-    """``(chunks, description)``: the chunks the model rows are coded on."""
+    """``(chunks, description)``: the chunks the model rows are coded on.
+
+    Text chunks start after the project's training split; every modality uses
+    all its whole chunks, or under ``quick`` ``QUICK_CHUNKS`` of them spread evenly
+    over the available range (the first chunks of an image folder are patches
+    of one photo, and an audio folder starts with one speaker's silence, so a
+    prefix would stand for one file, not the modality).
+    """
     first = -(-held_out_from // CHUNK_SIZE) if modality == "text" else 0
-    last = len(chunks) if not quick else min(len(chunks), first + QUICK_CHUNKS)
-    what = f"chunks {first}..{last - 1}"
+    available = [i for i in range(first, len(chunks)) if len(chunks[i]) == CHUNK_SIZE]  # each one whole context
+    if quick and len(available) > QUICK_CHUNKS:
+        picked = [available[(2 * i + 1) * len(available) // (2 * QUICK_CHUNKS)] for i in range(QUICK_CHUNKS)]
+        what = f"chunks {', '.join(map(str, picked))} (evenly spaced in {first}..{len(chunks) - 1})"
+    else:
+        picked = list(available)
+        what = f"chunks {first}..{len(chunks) - 1}"
     if modality == "text":
         what += f" (after byte {held_out_from:,}, held out from the project's training split)"
-    return chunks[first:last], what
+    return [chunks[i] for i in picked], what
 
 
 def _code(spec, chunks, verify, progress):
@@ -100,7 +112,6 @@ def llm_rows(name, modalities, quick=False, verify=True, progress=False, log=pri
     rows = []
     for modality, (chunks, _) in modalities.items():
         chunks, where = subset(modality, chunks, quick, held_out_from)
-        chunks = [c for c in chunks if len(c) == CHUNK_SIZE]  # whole chunks only, each one context
         if not chunks:
             log(f"{name}: no {modality} chunks; skipped")
             continue
