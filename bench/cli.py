@@ -1,11 +1,14 @@
-"""Whole-process timings of ``lmc-ref`` against ``gzip -9``, ``xz -6`` and ``zstd -19``.
+"""Whole-process timings of ``lmc-ref`` against ``gzip -9``, ``xz -6``, ``zstd -19`` and zpaq level 5.
 
 What a user of the command sees, start-up included: for a 6-byte file and for
 ``enwik8_head`` (``--file`` for another), each tool compresses to stdout and
 decompresses from a file, best of ``--repeats`` (5) runs each way, measured
 in the same session.  Reported per tool: start-up (the 6-byte file's compress
 time), MB/s each way on the big file, peak RSS of the child (``wait4``), and
-rate (compressed / original).  Tools not installed are skipped.  Also
+rate (compressed / original).  Tools not installed are skipped.  zpaq level 5
+runs as a Python process through the ``zpaq`` package (a dev dependency; one
+thread, as our coder), so its start-up includes Python's; ``lmc-ref``'s speed
+on the big file over zpaq's is reported both ways (issue target >= 0.9).  Also
 ``lmc-ref --help`` (the start-up a user feels first).  Ends by printing one
 JSON line with every figure.
 
@@ -47,6 +50,16 @@ def run(argv, stdin_path=None):
             err.seek(0)
             sys.exit(f"{shlex.join(argv)} failed: {err.read().decode(errors='replace').strip()}")
     return seconds, out, usage.ru_maxrss * 1024  # Linux reports KiB
+
+
+#: zpaq as a whole process: stdin to stdout through the ``zpaq`` package.
+ZPAQ = "import sys, zpaq; d = sys.stdin.buffer.read(); sys.stdout.buffer.write(zpaq.%s)"
+
+
+def has_zpaq():
+    """Whether the ``zpaq`` package (a dev dependency) is importable by this interpreter."""
+    import importlib.util
+    return importlib.util.find_spec("zpaq") is not None
 
 
 def timed(argv, repeats, stdin_path=None):
@@ -128,6 +141,8 @@ def main():
     tools = {"gzip -9": (["gzip", "-9", "-c"], ["gzip", "-d", "-c"]),
              "zstd -19": (["zstd", "-19", "-q", "-c"], ["zstd", "-d", "-q", "-c"]),
              "xz -6": (["xz", "-6", "-c"], ["xz", "-d", "-c"]),
+             "zpaq -m5": ([sys.executable, "-c", ZPAQ % "compress(d, level=5, threads=1)"],
+                          [sys.executable, "-c", ZPAQ % "decompress(d, threads=1)"]),
              "lmc-ref " + (args.lmc_args or "(default)"): (lmc + shlex.split(args.lmc_args) + ["-c"], lmc + ["-d", "-c"])}
     with tempfile.TemporaryDirectory() as workdir:
         small = Path(workdir) / "six.txt"
@@ -142,13 +157,19 @@ def main():
         for name, (comp, dec) in tools.items():
             if args.skip_tools and not name.startswith("lmc-ref"):
                 continue
-            if shutil.which(comp[0]) is None:
+            if shutil.which(comp[0]) is None or (name.startswith("zpaq") and not has_zpaq()):
                 print(f"{name:<22} (not installed)")
                 continue
             r = measure_tool(name.split()[0], comp, dec, small, big, args.repeats, workdir)
             results[name] = r
             print(f"{name:<22} {r['startup_s']:>10.3f} {r['compress_MBps']:>10.3f} {r['decompress_MBps']:>9.3f} "
                   f"{r['peak_rss_MB']:>12.1f} {r['rate_percent']:>8.3f}")
+        ours = next((k for k in results if k.startswith("lmc-ref ") and k != "lmc-ref --help_s"), None)
+        if ours and "zpaq -m5" in results:
+            for way in ("compress", "decompress"):
+                results[f"{way}_vs_zpaq5"] = round(results[ours][f"{way}_MBps"] / results["zpaq -m5"][f"{way}_MBps"], 3)
+            print(f"lmc-ref vs zpaq level 5 (whole processes): {results['compress_vs_zpaq5']:.2f}x compress, "
+                  f"{results['decompress_vs_zpaq5']:.2f}x decompress (target >= 0.9)")
         if args.mixed_mb:
             results["threads"] = measure_threads(lmc, shlex.split(args.lmc_args), args.mixed_mb,
                                                  args.threads_repeats, workdir)
