@@ -3,9 +3,10 @@
 gzip, xz and zstd users pick speed against size with a digit; ``lmc-ref``
 maps each digit to a predictor spec here and nowhere else (``lmc-ref
 compress --help`` prints the table).  ``-6`` is the default model, as in
-gzip.  The table came from one measurement on ``data/enwik8_head`` (the first
-1,071,051 bytes of enwik8), whole process (start-up and JIT load included, so
-MB/s is low for every row), on a shared 2-core machine::
+gzip.  The table is what ``python bench/levels.py`` printed for
+``data/enwik8_head`` (the first 1,071,051 bytes of enwik8), whole processes
+(start-up and loading the compiled kernels included, so MB/s is low for every
+row), on a shared 2-core machine::
 
     level  spec                    rate     MB/s   peak RSS
     1      ngram:order=1,mem=16    48.44 %  1.47   149 MB
