@@ -8,17 +8,19 @@ gzip.  The table is what ``python bench/levels.py`` printed for
 (start-up and loading the compiled kernels included, so MB/s is low for every
 row), on a shared 2-core machine::
 
-    level  spec                    rate     MB/s   peak RSS
-    1      ngram:order=1,mem=16    48.44 %  1.47   149 MB
-    2      ngram:order=2,mem=16    38.00 %  1.25   179 MB
-    3      ngram:order=3,mem=18    30.83 %  1.23   209 MB
-    4      ngram:order=4,mem=20    26.95 %  0.71   437 MB
-    5      ngram:order=5,mem=20    26.05 %  0.86   497 MB
-    6      ngram (order=6,mem=20)  25.50 %  0.95   564 MB
-    7      cm:mem=18               22.02 %  0.48   221 MB
-    8      cm:mem=20               21.11 %  0.48   236 MB
-    9      cm:mem=22               20.93 %  0.40   340 MB
+    level  spec                    rate     MB/s (comp / dec)   peak RSS
+    1      ngram:order=1,mem=16    48.44 %  0.68 / 0.47         156 MB
+    2      ngram:order=2,mem=16    38.00 %  0.58 / 0.58         187 MB
+    3      ngram:order=3,mem=18    30.83 %  0.65 / 0.64         222 MB
+    4      ngram:order=4,mem=20    26.95 %  0.45 / 0.42         456 MB
+    5      ngram:order=5,mem=20    26.05 %  0.42 / 0.42         524 MB
+    6      ngram (order=6,mem=20)  25.50 %  0.40 / 0.38         590 MB
+    7      cm:mem=18               22.02 %  0.14 / 0.18         236 MB
+    8      cm:mem=20               21.11 %  0.16 / 0.11         258 MB
+    9      cm:mem=22               20.93 %  0.10 / 0.13         370 MB
 
+(one run each way with other work on the machine, load average about 6: the
+speeds are relative, a quiet machine runs every row about twice as fast.)
 (``ngram:order=6,mem=22`` gained 0.02 points for 3x the memory, so no level
 uses it.)  The module imports nothing, so ``lmc-ref --help`` stays fast.
 """
