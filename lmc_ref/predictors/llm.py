@@ -11,7 +11,9 @@ from an empty context (the beginning-of-sequence token).  Here:
   ``encode_group`` codes a *group* of chunks into one stream, their symbols
   interleaved step by step, and ``decode_group`` decodes the group's chunks in
   lockstep, one model row per chunk and step, each chunk ending when the
-  tokenizer's end detector has seen its bytes.
+  tokenizer's end detector has seen its bytes.  The ``cuda`` backend
+  (``lmc_ref.transformer.llama_cuda``) writes the same payload layout with
+  the model on a GPU, many groups in lockstep at once.
 
 Payload layout: the chunks form groups of ``group`` chunks (the last may be
 smaller), and each group's stream is framed like a chunk stream
@@ -70,6 +72,15 @@ class Engine:
         self.escape = self.tokenizer.escape_token
         self.bos = self.escape if tok["bos"] is None else int(tok["bos"])
         self.weights = llama_cpu.pack_weights(weights.tensors, self.config)  # empties weights.tensors
+        self._gpu = None
+
+    def gpu(self):
+        """The model on the GPU (``llama_cuda.CudaLlama``), built at the first use and kept."""
+        if self._gpu is None:
+            from ..transformer.llama_cuda import CudaLlama
+
+            self._gpu = CudaLlama(self.weights, self.config)
+        return self._gpu
 
 
 def _keep(weights, source):
@@ -120,7 +131,9 @@ class LlmPredictor(Predictor):
     """A pretrained Llama-family model over tokens (``llm:model=smollm2-135m``), 2048-byte chunks from empty contexts.
 
     Probabilities come from ``lmc_ref.transformer.llama_cpu`` (Numba, no BLAS,
-    no fast-math) on both sides, so encoder and decoder agree exactly.  It codes
+    no fast-math) on both sides, so encoder and decoder agree exactly; on the
+    ``cuda`` backend from ``lmc_ref.transformer.llama_cuda`` (the same payload,
+    many groups in flight on a GPU; its files decode on ``cuda`` only).  It codes
     whole chunks only (``fused_encode`` / ``fused_decode``): a token model has
     no next-byte distribution for the readable predict/update loop.
     """
@@ -142,6 +155,8 @@ class LlmPredictor(Predictor):
 
     needs_model_file = True
     model_kind = "gguf"
+    backend = "cpu"
+    backends = ("cpu", "cuda")
 
     def __init__(self, engine, mapping=DEFAULT_MAPPING, group=DEFAULT_GROUP):
         if mapping not in MAPPINGS:
@@ -207,6 +222,15 @@ class LlmPredictor(Predictor):
     def spec(self):
         return self.versioned_spec(f"map={self.mapping},group={self.group}")
 
+    def use_backend(self, name):
+        """``cpu`` (``llama_cpu``) or ``cuda`` (``llama_cuda``: many groups in flight on a GPU)."""
+        if name == self.backend:
+            return
+        if name != "cuda":
+            super().use_backend(name)
+        self.engine.gpu()
+        self.backend = "cuda"
+
     # A token model has no next-byte distribution: it codes whole chunks only.
     def reset(self):
         pass
@@ -233,6 +257,8 @@ class LlmPredictor(Predictor):
 
     def _encode(self, data, progress=None):
         """``(group streams, ideal bits)`` of ``data`` (uint8 array)."""
+        if self.backend == "cuda":
+            return self._encode_cuda(data, progress)
         e, streams, bits = self.engine, [], 0.0
         for start, lengths in self._groups(len(data)):
             chunks, pos = [], start
@@ -245,6 +271,15 @@ class LlmPredictor(Predictor):
             if progress is not None:
                 progress(pos - start)
         return streams, bits
+
+    def _encode_cuda(self, data, progress=None):
+        """``_encode`` on the GPU: all groups handed over at once, coded many groups at a time."""
+        e, groups = self.engine, []
+        spans = self._groups(len(data))
+        for start, lengths in spans:
+            bounds = np.cumsum([start, *lengths])
+            groups.append([self._symbols(data[a:b]) for a, b in zip(bounds[:-1], bounds[1:])])
+        return e.gpu().encode_groups(groups, e.bos, e.escape, _group_progress(spans, progress))
 
     def fused_encode(self, data, progress=None):
         return container.pack_chunk_streams(self._encode(np.asarray(data, np.uint8), progress)[0])
@@ -260,6 +295,8 @@ class LlmPredictor(Predictor):
         capacity = max_stream_bytes(2 * self.group * max_symbols + 1)  # a symbol codes 2 intervals at most
         streams = container.unpack_chunk_streams(payload, length, self.group * CHUNK_SIZE, capacity)
         out = np.empty(length, np.uint8)
+        if self.backend == "cuda":
+            return self._decode_cuda(streams, length, max_symbols, out, progress)
         for stream, (start, lengths) in zip(streams, self._groups(length)):
             ends = [tok.end_detector(n, self.mapping) for n in lengths]
             decoded = llama_cpu.decode_group(e.weights, e.config, stream, len(lengths),
@@ -274,3 +311,35 @@ class LlmPredictor(Predictor):
             if progress is not None:
                 progress(pos - start)
         return out
+
+    def _decode_cuda(self, streams, length, max_symbols, out, progress=None):
+        """``fused_decode``'s loop on the GPU: all groups handed over at once."""
+        e, tok = self.engine, self.engine.tokenizer
+        spans = self._groups(length)
+        ends = [[tok.end_detector(n, self.mapping) for n in lengths] for _, lengths in spans]
+        decoded = e.gpu().decode_groups(streams, [len(lengths) for _, lengths in spans],
+                                        lambda g, c, s: ends[g][c](s), e.bos, e.escape, max_symbols,
+                                        _group_progress(spans, progress))
+        for group, (start, lengths) in zip(decoded, spans):
+            pos = start
+            for symbols, n in zip(group, lengths):
+                chunk = tok.decode(symbols, self.mapping)
+                if len(chunk) != n:
+                    raise ValueError(f"a chunk decodes to {len(chunk)} bytes, not {n} (corrupt payload)")
+                out[pos:pos + n] = np.frombuffer(chunk, np.uint8)
+                pos += n
+        return out
+
+
+def _group_progress(spans, progress):
+    """A callback for ``llama_cuda`` (told ``k`` more groups are done) that tells ``progress`` their bytes."""
+    if progress is None:
+        return None
+    done = [0]
+
+    def report(k):
+        g = done[0]
+        progress(sum(sum(lengths) for _, lengths in spans[g:g + k]))
+        done[0] = g + k
+
+    return report
